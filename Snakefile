@@ -1,0 +1,25 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/boxes.smk"
+include: "rules/preprocess.smk"
+include: "rules/pseudomask.smk"
+include: "rules/group.smk"
+include: "rules/final.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

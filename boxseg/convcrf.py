@@ -1,0 +1,293 @@
+"""3D convolutional CRF (Teichmann and Cipolla 2018) for box-supervised masks.
+
+Binary labels (background, lesion) with a Potts pairwise term made of two
+truncated Gaussian kernels:
+
+* appearance: exp(-|dp|^2 / 2 theta_a^2 - |dI|^2 / 2 theta_i^2)
+* smoothness: exp(-|dp|^2 / 2 theta_s^2)
+
+with dp the physical offset in mm (anisotropic spacing honoured) and dI the
+intensity difference. Kernels are zero beyond a local window, so one
+mean-field message is a sum over window offsets; we accumulate it offset by
+offset, which keeps memory linear in the number of voxels.
+
+The unary combines a spatial prior with a GrabCut-style intensity model
+re-estimated from the current solution. For a box the spatial prior encodes
+what a box says: voxels outside every box are background (clamped); inside,
+the inscribed ellipsoid is likely lesion and the corners are not
+(``box_prior``). The same refinement serves the fusion masks of stage 2,
+with the union of masks as prior (``mask_prior``).
+
+Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """ConvCRF settings (defaults chosen on the dev data; see README).
+
+    Args:
+        iterations: mean-field iterations per refinement round.
+        rounds: GrabCut-style rounds (intensity model re-estimated each round).
+        window_radius_vox: maximum kernel half-width in voxels per axis.
+        theta_appearance_mm: spatial width of the appearance kernel.
+        theta_intensity: intensity width of the appearance kernel, in image units.
+        theta_smooth_mm: width of the smoothness kernel.
+        weight_appearance: weight of the appearance kernel.
+        weight_smooth: weight of the smoothness kernel.
+        prior_weight: weight of the spatial prior's log-odds in the unary.
+        intensity_weight: weight of the intensity log-likelihood ratio.
+        prior_softness: width of the box prior's fall-off at the ellipsoid surface.
+        histogram_bins: bins of the intensity histograms.
+        shell_mm: thickness of the shell outside the box sampled as background.
+        core_power: the first intensity model weighs voxels by prior ** core_power (the box core).
+    """
+
+    iterations: int = 5
+    rounds: int = 3
+    window_radius_vox: int = 3
+    theta_appearance_mm: float = 6.0
+    theta_intensity: float = 0.05
+    theta_smooth_mm: float = 2.0
+    weight_appearance: float = 1.0
+    weight_smooth: float = 0.5
+    prior_weight: float = 1.0
+    intensity_weight: float = 1.0
+    prior_softness: float = 0.25
+    histogram_bins: int = 32
+    shell_mm: float = 8.0
+    core_power: float = 4.0
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"CRFParams.{f.name} must be finite and >= 0, got {value}")
+        if self.iterations < 1 or self.rounds < 1 or self.histogram_bins < 2:
+            raise ValueError("iterations and rounds must be >= 1 and histogram_bins >= 2")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "CRFParams":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values or {}) - known
+        if unknown:
+            raise ValueError(f"unknown ConvCRF parameter(s): {sorted(unknown)}")
+        return cls(**(values or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _window(spacing_mm, params: CRFParams):
+    """Window offsets (dz, dy, dx) and their squared physical lengths."""
+    theta = max(params.theta_appearance_mm, params.theta_smooth_mm)
+    radius = [int(min(params.window_radius_vox, np.ceil(2.0 * theta / s))) for s in spacing_mm]
+    offsets = []
+    for dz in range(-radius[0], radius[0] + 1):
+        for dy in range(-radius[1], radius[1] + 1):
+            for dx in range(-radius[2], radius[2] + 1):
+                if (dz, dy, dx) != (0, 0, 0):
+                    d2 = (dz * spacing_mm[0]) ** 2 + (dy * spacing_mm[1]) ** 2 + (dx * spacing_mm[2]) ** 2
+                    offsets.append(((dz, dy, dx), d2))
+    return radius, offsets
+
+
+def _shifted(padded: torch.Tensor, radius, offset, shape):
+    (rz, ry, rx), (dz, dy, dx), (z, y, x) = radius, offset, shape
+    return padded[..., rz + dz : rz + dz + z, ry + dy : ry + dy + y, rx + dx : rx + dx + x]
+
+
+def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams):
+    """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j).
+
+    Accumulated offset by offset; nothing of size window^3 x voxels is built.
+    """
+    radius, offsets = _window(spacing_mm, params)
+    pad = (radius[2], radius[2], radius[1], radius[1], radius[0], radius[0])
+    shape = q.shape[-3:]
+    q_pad = torch.nn.functional.pad(q * valid, pad)
+    valid_pad = torch.nn.functional.pad(valid, pad)
+    image_pad = torch.nn.functional.pad(image, pad)
+    message = torch.zeros_like(q)
+    norm = torch.zeros_like(q)
+    inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
+    for offset, d2 in offsets:
+        smooth = params.weight_smooth * np.exp(-d2 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2))
+        spatial_a = params.weight_appearance * np.exp(-d2 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2))
+        diff = image - _shifted(image_pad, radius, offset, shape)
+        kernel = spatial_a * torch.exp(-(diff * diff) * inv_ti) + smooth
+        message += kernel * _shifted(q_pad, radius, offset, shape)
+        norm += kernel * _shifted(valid_pad, radius, offset, shape)
+    return message, norm
+
+
+def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm, params: CRFParams):
+    """Mean-field inference of the binary Potts CRF.
+
+    Args:
+        unary_logit: (B, 1, z, y, x) log-odds of lesion from the unary term.
+        image: (B, 1, z, y, x) intensities.
+        allowed: (B, 1, z, y, x) bool, False where the label is clamped to background.
+        spacing_mm: voxel spacing (z, y, x).
+
+    Returns:
+        Lesion probability q, zero outside ``allowed``.
+    """
+    allowed_f = allowed.to(unary_logit.dtype)
+    valid = torch.ones_like(allowed_f)
+    q = torch.sigmoid(unary_logit) * allowed_f
+    for _ in range(params.iterations):
+        message, norm = pairwise_message(q, image, valid, spacing_mm, params)
+        # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
+        q = torch.sigmoid(unary_logit + 2.0 * message - norm) * allowed_f
+    return q
+
+
+def _log_histogram(values: torch.Tensor, weights: torch.Tensor, bins: int):
+    index = torch.clamp((values * bins).long(), 0, bins - 1)
+    hist = torch.bincount(index, weights=weights, minlength=bins).to(values.dtype)
+    hist = torch.nn.functional.conv1d(  # light smoothing keeps empty bins finite
+        hist.view(1, 1, -1), torch.tensor([[[0.25, 0.5, 0.25]]], dtype=hist.dtype, device=hist.device), padding=1
+    ).view(-1)
+    return torch.log(hist / hist.sum().clamp_min(1e-8) + 1e-4)
+
+
+def intensity_log_ratio(image, fg_weight, bg_weight, bins: int):
+    """log p(I | lesion) - log p(I | background), from weighted histograms of ``image`` in [0, 1]."""
+    flat = image.reshape(-1).clamp(0.0, 1.0)
+    log_fg = _log_histogram(flat, fg_weight.reshape(-1), bins)
+    log_bg = _log_histogram(flat, bg_weight.reshape(-1), bins)
+    index = torch.clamp((flat * bins).long(), 0, bins - 1)
+    return (log_fg - log_bg)[index].view_as(image).clamp(-4.0, 4.0)
+
+
+def refine(image, prior, allowed, sample_bg, spacing_mm, params: CRFParams):
+    """GrabCut-style rounds of (intensity model, mean field) from a spatial prior.
+
+    Args:
+        image: (z, y, x) tensor, intensities in [0, 1].
+        prior: (z, y, x) prior probability of lesion.
+        allowed: (z, y, x) bool; outside it the label is background.
+        sample_bg: (z, y, x) bool; where background intensities are sampled besides (1 - q) inside.
+
+    Returns:
+        (z, y, x) lesion probability.
+    """
+    eps = 1e-4
+    prior = prior.clamp(eps, 1 - eps)
+    prior_logit = torch.log(prior) - torch.log1p(-prior)
+    allowed_f = allowed.to(image.dtype)
+    q = prior * allowed_f
+    for round_ in range(params.rounds):
+        # First round: lesion intensities from the confident core only (a loose box holds background).
+        fg_w = (q**params.core_power if round_ == 0 else q) * allowed_f
+        bg_w = (1.0 - q) * allowed_f + sample_bg.to(image.dtype)
+        ratio = intensity_log_ratio(image, fg_w, bg_w, params.histogram_bins)
+        unary = params.prior_weight * prior_logit + params.intensity_weight * ratio
+        q = mean_field(unary[None, None], image[None, None], allowed[None, None], spacing_mm, params)[0, 0]
+    return q
+
+
+def _crop_around(mask: np.ndarray, pad):
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def box_prior(shape, box_lo, box_hi, softness: float):
+    """Prior lesion probability of a box on a grid of ``shape`` (z, y, x).
+
+    ``box_lo``/``box_hi`` are continuous voxel-edge bounds. A lesion inside a box
+    touches every face and is roughly convex, so its likeliest extent is the
+    inscribed ellipsoid: the prior is 1/2 on the ellipsoid surface, rises
+    toward the centre and falls toward the corners; it is 0 outside the box.
+    """
+    lo, hi = np.asarray(box_lo, float), np.asarray(box_hi, float)
+    centre, half = (lo + hi) / 2.0 - 0.5, np.maximum((hi - lo) / 2.0, 0.5)
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    r = np.sqrt(sum(((g - c) / h) ** 2 for g, c, h in zip(grids, centre, half)))
+    inside = np.ones(shape, bool)
+    for g, a, b in zip(grids, lo, hi):
+        inside &= (g >= a - 0.5 + 1e-6) & (g <= b - 0.5 - 1e-6)
+    prior = 1.0 / (1.0 + np.exp(-(1.0 - r) / max(softness, 1e-3)))
+    return np.where(inside, prior, 0.0).astype(np.float32), inside
+
+
+def _shell(inside: np.ndarray, spacing_mm, shell_mm: float):
+    from scipy import ndimage as ndi
+
+    dist = ndi.distance_transform_edt(~inside, sampling=spacing_mm)
+    return (~inside) & (dist <= shell_mm)
+
+
+def _select_device(device):
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _run_refine(image, prior, allowed, spacing_mm, params, device):
+    """Refine on the bounding region of ``allowed`` plus a background shell."""
+    pad = [int(np.ceil(params.shell_mm / s)) + params.window_radius_vox for s in spacing_mm]
+    region = _crop_around(allowed, pad)
+    sub_allowed = allowed[region]
+    shell = _shell(sub_allowed, spacing_mm, params.shell_mm)
+    dev = _select_device(device)
+    to = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
+    with torch.no_grad():
+        q = refine(
+            to(image[region]), to(prior[region]), to(sub_allowed, torch.bool), to(shell, torch.bool), spacing_mm, params
+        )
+    out = np.zeros(image.shape, np.float32)
+    out[region] = q.cpu().numpy()
+    return out
+
+
+def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None):
+    """Stage 1: lesion probability from one or more boxes.
+
+    Args:
+        image: (z, y, x) float array, intensities in [0, 1].
+        boxes: list of (lo, hi) continuous voxel-edge bounds (z, y, x) on this grid.
+        spacing_mm: voxel spacing (z, y, x).
+
+    Returns:
+        (z, y, x) float32 lesion probability; exactly 0 outside every box.
+
+    Example:
+        >>> prob = pseudo_mask_from_boxes(img, [((4, 4, 4), (20, 20, 20))], (1.0, 1.0, 1.0))
+        >>> mask = prob > 0.5
+    """
+    image = np.asarray(image, np.float32)
+    prior = np.zeros(image.shape, np.float32)
+    allowed = np.zeros(image.shape, bool)
+    for lo, hi in boxes:
+        p, inside = box_prior(image.shape, lo, hi, params.prior_softness)
+        prior = np.maximum(prior, p)
+        allowed |= inside
+    if not allowed.any():
+        return np.zeros(image.shape, np.float32)
+    return _run_refine(image, prior, allowed, spacing_mm, params, device)
+
+
+def refine_mask(image, mask, allowed, spacing_mm, params: CRFParams = CRFParams(), confidence: float = 0.8, device=None):
+    """Stage 2 fusion: ConvCRF of a binary mask (e.g. PM or P1 or ... or PK).
+
+    The mask gives the prior (``confidence`` inside, 1 - ``confidence`` outside);
+    voxels outside ``allowed`` (the boxes) stay background.
+    """
+    image = np.asarray(image, np.float32)
+    mask = np.asarray(mask, bool)
+    allowed = np.asarray(allowed, bool)
+    if not (mask & allowed).any():
+        return np.zeros(image.shape, np.float32)
+    prior = np.where(mask, confidence, 1.0 - confidence).astype(np.float32)
+    return _run_refine(image, prior, allowed, spacing_mm, params, device)

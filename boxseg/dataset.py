@@ -1,0 +1,85 @@
+"""Case sheets: which cases exist, where their files are, and their split.
+
+A case sheet is a table with columns ``case``, ``image``, ``label``, ``split``
+(``train`` or ``test``). Case ids are validated before they become file names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from boxseg.io import validate_case_id
+
+SHEET_COLUMNS = ["case", "image", "label", "split"]
+
+
+def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -> pd.DataFrame:
+    """Sheet of the embedded phantom set (KiTS layout under ``data_dir``); the last ``n_test`` cases are test."""
+    rows = []
+    for i in range(n_train + n_test):
+        case = f"case_{i:05d}"
+        rows.append(
+            {
+                "case": case,
+                "image": f"{data_dir}/{case}/imaging.nii.gz",
+                "label": f"{data_dir}/{case}/segmentation.nii.gz",
+                "split": "train" if i < n_train else "test",
+            }
+        )
+    return pd.DataFrame(rows, columns=SHEET_COLUMNS)
+
+
+def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0,
+               image_name="imaging.nii.gz", label_name="segmentation.nii.gz") -> pd.DataFrame:
+    """Sheet of a directory in KiTS19/21/23 layout: ``case_*/imaging.nii.gz`` and ``segmentation.nii.gz``.
+
+    Test cases are ``test_cases`` when given, else a seeded random ``test_fraction`` of the cases.
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist")
+    cases = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / image_name).exists())
+    if not cases:
+        raise FileNotFoundError(f"no case directories with {image_name} under {root}")
+    if test_cases:
+        unknown = sorted(set(test_cases) - set(cases))
+        if unknown:
+            raise ValueError(f"test_cases not found under {root}: {unknown}")
+        test = set(test_cases)
+    else:
+        rng = np.random.default_rng(split_seed)
+        n_test = max(1, int(round(test_fraction * len(cases))))
+        test = set(rng.choice(cases, size=n_test, replace=False).tolist())
+    rows = [
+        {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name),
+         "split": "test" if c in test else "train"}
+        for c in cases
+    ]
+    return pd.DataFrame(rows, columns=SHEET_COLUMNS)
+
+
+def check_sheet(sheet: pd.DataFrame) -> pd.DataFrame:
+    """Validate case ids (file-name safe, unique) and splits; returns the sheet indexed by case."""
+    for case in sheet["case"]:
+        validate_case_id(str(case))
+    duplicated = sheet["case"][sheet["case"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"duplicate case id(s) in the case sheet: {sorted(set(duplicated))}")
+    bad = sorted(set(sheet["split"]) - {"train", "test"})
+    if bad:
+        raise ValueError(f"split must be 'train' or 'test', got {bad}")
+    return sheet.set_index("case", drop=False)
+
+
+def assign_groups(train_cases, k: int, seed: int) -> dict:
+    """Split training cases into ``k`` disjoint subsets of (nearly) equal size, seeded."""
+    cases = sorted(train_cases)
+    if k <= 0:
+        return {}
+    if len(cases) < k:
+        raise ValueError(f"{len(cases)} training case(s) cannot form {k} groups")
+    order = np.random.default_rng(seed).permutation(len(cases))
+    return {cases[j]: int(i % k) for i, j in enumerate(order)}

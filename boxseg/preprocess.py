@@ -1,0 +1,104 @@
+"""Per-case preprocessing: ROI crop, resampling, HU window, boxes on the ROI grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from boxseg.boxes import boxes_from_label, box_records, boxes_on_grid
+from boxseg.geometry import (
+    bounding_box,
+    lesion_bearing_region,
+    normalise_hu,
+    resample,
+    roi_centre,
+    roi_reference,
+)
+from boxseg.io import CaseError, array_like, geometry_of, read_image, read_label
+
+
+def load_case(case: str, image_path, label_path=None):
+    """Read a case's image and, if given, its label (checked to share the grid)."""
+    image = read_image(image_path, case)
+    label = read_label(label_path, image, case) if label_path else None
+    return image, label
+
+
+def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, margin_mm: float, tumor_values):
+    """Box records from a label map (research mode: boxes drawn from the truth)."""
+    array = sitk.GetArrayViewFromImage(label)
+    spacing_mm = image.GetSpacing()[::-1]
+    boxes = boxes_from_label(array, spacing_mm, margin_mm, tumor_values)
+    if not boxes:
+        raise CaseError(case, label_path, f"no lesion voxels (label values {list(tumor_values)}) to draw a box from")
+    return box_records(boxes, image)
+
+
+def crop_roi(
+    case: str,
+    image: sitk.Image,
+    label: sitk.Image | None,
+    boxes: list,
+    *,
+    spacing_mm,
+    roi_size_mm,
+    window_hu,
+    tumor_values,
+    organ_values,
+):
+    """Crop and resample the region of interest around the lesion-bearing organ.
+
+    The ROI is centred on the organ component (e.g. kidney) that holds the
+    lesion when a label with organ values is given, else on the boxes; it is
+    shifted so that every box lies inside it.
+
+    Returns:
+        (roi_image [0, 1] float32, roi_label uint8 lesion mask or None, geometry dict)
+    """
+    box_lo = np.min([b["index_lo"] for b in boxes], axis=0)
+    box_hi = np.max([b["index_hi"] for b in boxes], axis=0)
+    region_lo, region_hi = box_lo, box_hi
+    if label is not None:
+        region = lesion_bearing_region(sitk.GetArrayViewFromImage(label), tumor_values, organ_values)
+        bb = bounding_box(region)
+        if bb is not None:
+            region_lo, region_hi = bb
+    centre = roi_centre(image, region_lo, region_hi, box_lo, box_hi, roi_size_mm, spacing_mm)
+    reference = roi_reference(image, centre, roi_size_mm, spacing_mm)
+    hu = resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    roi_image = array_like(normalise_hu(sitk.GetArrayViewFromImage(hu), window_hu), reference)
+    roi_label = None
+    if label is not None:
+        lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), image)
+        roi_label = resample(lesion, reference, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    geometry = {
+        "case": case,
+        "original": geometry_of(image),
+        "roi": geometry_of(reference),
+        "roi_centre_lps_mm": [float(v) for v in centre],
+        "window_hu": [float(v) for v in window_hu],
+    }
+    return roi_image, roi_label, geometry
+
+
+def box_bounds_on_roi(boxes, original: sitk.Image, roi: sitk.Image):
+    """Boxes as continuous voxel-edge bounds on the ROI grid, clipped to it."""
+    size = np.asarray(roi.GetSize()[::-1], float)
+    out = []
+    for lo, hi in boxes_on_grid(boxes, original, roi):
+        lo, hi = np.clip(lo, 0, size), np.clip(hi, 0, size)
+        if np.all(hi > lo):
+            out.append((lo, hi))
+    return out
+
+
+def roi_box_mask(bounds, shape) -> np.ndarray:
+    """(z, y, x) bool mask of voxels whose centres lie inside any box."""
+    grids = np.meshgrid(*[np.arange(n) + 0.5 for n in shape], indexing="ij")
+    mask = np.zeros(shape, bool)
+    for lo, hi in bounds:
+        inside = np.ones(shape, bool)
+        for g, a, b in zip(grids, lo, hi):
+            inside &= (g >= a) & (g <= b)
+        mask |= inside
+    return mask

@@ -1,0 +1,241 @@
+"""3D UNet training with (voxel-wise) weighted cross-entropy, and inference.
+
+WCE (group models):  L = -mean_voxels sum_c w_c y_c log p_c
+VWCE (final model):  L = -mean_voxels V * sum_c w_c y_c log p_c
+with class weights w = (background 0.2, lesion 1.0) by default and V the
+voxel weight map of stage 2. With V = 1 both are the same.
+
+Training is resumable: a checkpoint (model, optimiser, schedule, random
+states, step, loss history) is written atomically every ``checkpoint_every``
+steps and picked up when the job starts again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boxseg.io import write_text
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of one training run (from config.yaml ``training``).
+
+    Args:
+        steps: optimiser steps.
+        batch_size: patches per step.
+        patch_size: (z, y, x) voxels of a random crop; multiples of 2**(levels - 1).
+        features: channels per UNet level.
+        learning_rate: initial Adam learning rate.
+        decay_rate, decay_steps: lr = learning_rate * decay_rate ** (step / decay_steps).
+        class_weights: (background, lesion) cross-entropy weights.
+        seed: seed of weights, crops and flips.
+        steps_per_epoch: steps per row of the loss log.
+        checkpoint_every: steps between resumable checkpoints (0: never).
+    """
+
+    steps: int = 300
+    batch_size: int = 2
+    patch_size: tuple = (32, 32, 32)
+    features: tuple = (8, 16, 32, 64)
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.5
+    decay_steps: int = 200
+    class_weights: tuple = (0.2, 1.0)
+    seed: int = 0
+    steps_per_epoch: int = 25
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
+        object.__setattr__(self, "features", tuple(int(v) for v in self.features))
+        object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))
+        if self.steps < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or len(self.features) < 2:
+            raise ValueError("steps and batch_size must be >= 1, patch_size 3 values, features >= 2 levels")
+        factor = 2 ** (len(self.features) - 1)
+        if any(p % factor for p in self.patch_size):
+            raise ValueError(f"patch_size {self.patch_size} must be multiples of {factor} for {len(self.features)} levels")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {sorted(unknown)}")
+        return cls(**values)
+
+
+def build_unet(features) -> torch.nn.Module:
+    """A 3D UNet (MONAI) with one input channel and two output classes."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=2,
+        channels=tuple(features),
+        strides=(2,) * (len(features) - 1),
+        num_res_units=1,
+        norm="instance",
+    )
+
+
+def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
+    """(V)WCE: mean over voxels of V * w_target * -log p_target.
+
+    Args:
+        logits: (B, 2, z, y, x).
+        target: (B, z, y, x) int64 labels.
+        class_weights: (background, lesion).
+        voxel_weight: (B, z, y, x) or None (V = 1, plain WCE).
+    """
+    weights = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    loss = torch.nn.functional.cross_entropy(logits, target, weight=weights, reduction="none")
+    if voxel_weight is not None:
+        loss = loss * voxel_weight
+    return loss.mean()
+
+
+def _random_patch(rng: np.random.Generator, volumes, patch_size):
+    """The same random crop (zero-padded where the volume is smaller) and flips for each volume."""
+    shape = np.asarray(volumes[0].shape)
+    patch = np.asarray(patch_size)
+    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(shape, patch)]
+    flips = [bool(rng.random() < 0.5) for _ in range(3)]
+    out = []
+    for v in volumes:
+        crop = v[tuple(slice(s, s + p) for s, p in zip(start, patch))]
+        pad = [(0, p - n) for p, n in zip(patch, crop.shape)]
+        crop = np.pad(crop, pad)
+        for axis, flip in enumerate(flips):
+            if flip:
+                crop = np.flip(crop, axis)
+        out.append(np.ascontiguousarray(crop))
+    return out
+
+
+def _atomic_torch_save(obj, path: Path):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_lambda(settings: TrainSettings):
+    return lambda step: settings.decay_rate ** (step / settings.decay_steps)
+
+
+def train(
+    images,
+    targets,
+    settings: TrainSettings,
+    model_path,
+    loss_log_path,
+    voxel_weights=None,
+    device: torch.device | str = "cpu",
+    checkpoint_path=None,
+    stop_after: int | None = None,
+):
+    """Train a 3D UNet and write the model and the per-epoch loss log.
+
+    Args:
+        images: list of (z, y, x) float arrays in [0, 1].
+        targets: list of (z, y, x) binary arrays (pseudo-masks or fusion masks).
+        settings: TrainSettings.
+        voxel_weights: list of (z, y, x) weight maps for VWCE, or None for WCE.
+        checkpoint_path: resumable checkpoint; resumed from when present.
+        stop_after: stop (without writing the model) after this many steps in total;
+            used to test resumption.
+
+    Returns:
+        The trained model (on ``device``).
+    """
+    if not images or len(images) != len(targets):
+        raise ValueError("need one target per image and at least one image")
+    device = torch.device(device)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model = build_unet(settings.features).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings))
+    step, history = 0, []
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    if checkpoint_path and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, history = int(state["step"]), [list(row) for row in state["history"]]
+    weights = voxel_weights if voxel_weights is not None else [None] * len(images)
+    volumes = [
+        [np.asarray(i, np.float32), np.asarray(t, np.int64)] + ([np.asarray(w, np.float32)] if w is not None else [])
+        for i, t, w in zip(images, targets, weights)
+    ]
+    model.train()
+    epoch_losses = []
+    end = settings.steps if stop_after is None else min(stop_after, settings.steps)
+    while step < end:
+        batch = [_random_patch(rng, volumes[int(rng.integers(len(volumes)))], settings.patch_size) for _ in range(settings.batch_size)]
+        x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(device)
+        y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
+        v = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if voxel_weights is not None else None
+        optimiser.zero_grad(set_to_none=True)
+        loss = weighted_cross_entropy(model(x), y, settings.class_weights, v)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        step += 1
+        epoch_losses.append(float(loss))
+        if step % settings.steps_per_epoch == 0 or step == settings.steps:
+            history.append([step // settings.steps_per_epoch + (step % settings.steps_per_epoch > 0), step, float(np.mean(epoch_losses)), schedule.get_last_lr()[0]])
+            epoch_losses = []
+        if checkpoint_path and settings.checkpoint_every and (step % settings.checkpoint_every == 0) and step < settings.steps:
+            _atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "history": history,
+                },
+                checkpoint_path,
+            )
+    if step < settings.steps:
+        return model
+    save_model(model, settings, model_path)
+    rows = ["epoch\tstep\tloss\tlearning_rate"] + [f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" for e, s, l, lr in history]
+    write_text("\n".join(rows) + "\n", loss_log_path)
+    if checkpoint_path:
+        checkpoint_path.unlink(missing_ok=True)
+    return model
+
+
+def save_model(model, settings: TrainSettings, path) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_torch_save({"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size)}, Path(path))
+
+
+def load_model(path, device="cpu"):
+    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_unet(state["features"])
+    model.load_state_dict(state["state_dict"])
+    return model.to(device).eval(), tuple(state["patch_size"])
+
+
+def predict_probability(model, image, patch_size, device="cpu", overlap: float = 0.5) -> np.ndarray:
+    """Lesion probability (z, y, x) by Gaussian-weighted sliding-window inference (MONAI)."""
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.asarray(image, np.float32)[None, None]).to(device)
+    with torch.no_grad():
+        logits = sliding_window_inference(x, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
+        return torch.softmax(logits, dim=1)[0, 1].cpu().numpy().astype(np.float32)

@@ -1,0 +1,62 @@
+import pandas as pd
+from snakemake.utils import validate
+
+from boxseg.dataset import assign_groups, check_sheet, kits_sheet, synthetic_sheet
+from boxseg.io import CASE_ID_PATTERN
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASET = config["dataset"]
+if config.get("dataset_dir"):
+    DATASET["dir"] = config["dataset_dir"]
+
+
+def build_sheet():
+    if DATASET["source"] == "synthetic":
+        return synthetic_sheet(DATASET["synthetic_train"], DATASET["synthetic_test"])
+    if not DATASET.get("dir"):
+        raise ValueError("dataset.source 'kits' needs dataset.dir or --config dataset_dir=PATH")
+    return kits_sheet(
+        DATASET["dir"],
+        DATASET.get("test_cases", []),
+        DATASET.get("test_fraction", 0.25),
+        DATASET.get("split_seed", 0),
+    )
+
+
+CASES = check_sheet(build_sheet())
+validate(CASES, schema="../schemas/cases.schema.yaml")
+TRAIN = sorted(CASES.query("split == 'train'")["case"])
+TEST = sorted(CASES.query("split == 'test'")["case"])
+K = config["groups"]["k"]
+GROUP_OF = assign_groups(TRAIN, K, config["groups"]["seed"])
+TUMOR = DATASET["tumor_values"]
+ORGAN = DATASET["organ_values"]
+
+
+wildcard_constraints:
+    case=CASE_ID_PATTERN,
+    k=r"\d+",
+
+
+def image_of(wildcards):
+    return CASES.loc[wildcards.case, "image"]
+
+
+def label_of(wildcards):
+    return CASES.loc[wildcards.case, "label"]
+
+
+def group_cases(k):
+    return sorted(c for c, g in GROUP_OF.items() if g == int(k))
+
+
+def final_targets():
+    return [
+        "results/cases.tsv",
+        "results/metrics.tsv",
+        "results/summary.tsv",
+        expand("results/figures/{case}.png", case=TEST),
+        "results/figures/training_loss.png",
+    ]

@@ -1,0 +1,20 @@
+rule pseudo_mask:
+    """Stage 1: ConvCRF mean-field inference from the case's boxes."""
+    input:
+        image="results/roi/{case}/image.nii.gz",
+        boxes="results/boxes/{case}.json",
+        geometry="results/roi/{case}/geometry.json",
+    output:
+        "results/pseudomasks/{case}.nii.gz",
+    params:
+        crf=config["crf"],
+        device=config["device"],
+    threads: 1
+    log:
+        "logs/pseudo_mask/{case}.log",
+    benchmark:
+        "results/benchmarks/pseudo_mask/{case}.tsv"
+    conda:
+        "../envs/boxseg.yaml"
+    script:
+        "../workflow_scripts/pseudo_mask.py"

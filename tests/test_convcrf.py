@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from boxseg.convcrf import CRFParams, box_prior, pairwise_message, pseudo_mask_from_boxes, refine_mask
+from boxseg.metrics import dice
+from tests.conftest import sphere
+
+
+def _toy(seed=0, spacing=(2.0, 1.0, 1.0)):
+    """A bright sphere of radius 8 mm in darker, noisy tissue with a brighter neighbour."""
+    rng = np.random.default_rng(seed)
+    shape = (20, 40, 40)
+    obj = sphere(shape, (10, 20, 20), 8.0, spacing)
+    image = np.full(shape, 0.3, np.float32)
+    image[:, :, 31:] = 0.8  # a bright organ beside the lesion, partly inside the loose box
+    image[obj] = 0.55
+    image += rng.normal(0, 0.03, shape).astype(np.float32)
+    return image, obj, spacing
+
+
+def _loose_box(obj, margin_vox):
+    idx = np.argwhere(obj)
+    lo = np.maximum(idx.min(0) - margin_vox, 0)
+    hi = np.minimum(idx.max(0) + margin_vox + 1, obj.shape)
+    return lo.astype(float), hi.astype(float)
+
+
+class TestConvCRF:
+    def test_sphere_in_loose_box_is_recovered(self):
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([2, 4, 4]))
+        box = np.zeros_like(obj)
+        box[int(lo[0]) : int(hi[0]), int(lo[1]) : int(hi[1]), int(lo[2]) : int(hi[2])] = True
+        mask = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu") > 0.5
+        assert dice(mask, obj) > 0.9
+        assert dice(mask, obj) > dice(box, obj) + 0.3  # shrinks the loose box toward the object
+
+    def test_outside_the_box_stays_background(self):
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([0, -3, -3]))  # a box cutting the sphere
+        prob = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu")
+        _, inside = box_prior(image.shape, lo, hi, 0.25)
+        assert prob[~inside].max() == 0.0
+        assert prob[inside].max() > 0.5
+
+    def test_deterministic(self):
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([1, 3, 3]))
+        a = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu")
+        b = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu")
+        assert np.array_equal(a, b)
+
+    def test_two_boxes_two_lesions(self):
+        rng = np.random.default_rng(1)
+        shape = (16, 32, 64)
+        a, b = sphere(shape, (8, 16, 16), 5.0), sphere(shape, (8, 16, 48), 6.0)
+        image = (0.3 + 0.3 * (a | b) + rng.normal(0, 0.03, shape)).astype(np.float32)
+        boxes = [_loose_box(a, np.array([2, 2, 2])), _loose_box(b, np.array([2, 2, 2]))]
+        mask = pseudo_mask_from_boxes(image, boxes, (1.0, 1.0, 1.0), device="cpu") > 0.5
+        assert dice(mask[..., :32], a[..., :32]) > 0.85
+        assert dice(mask[..., 32:], b[..., 32:]) > 0.85
+
+    def test_refine_mask_fixes_an_oversized_mask(self):
+        image, obj, spacing = _toy()
+        big = sphere(obj.shape, (10, 20, 20), 11.0, spacing)
+        lo, hi = _loose_box(obj, np.array([2, 4, 4]))
+        _, allowed = box_prior(obj.shape, lo, hi, 0.25)
+        fused = refine_mask(image, big, allowed, spacing, device="cpu") > 0.5
+        assert dice(fused, obj) > dice(big & allowed, obj)
+        assert not fused[~allowed].any()
+
+    def test_message_is_kernel_weighted_neighbour_sum(self):
+        # One voxel of q=1 in a uniform image: its neighbour at +1 along x receives exactly
+        # w_a exp(-d^2/2ta^2) + w_s exp(-d^2/2ts^2) with d = spacing_x.
+        params = CRFParams(window_radius_vox=1, theta_appearance_mm=2.0, theta_smooth_mm=1.0, weight_appearance=1.0, weight_smooth=0.5)
+        q = torch.zeros(1, 1, 5, 5, 5)
+        q[0, 0, 2, 2, 2] = 1.0
+        image = torch.zeros_like(q)
+        message, norm = pairwise_message(q, image, torch.ones_like(q), (1.0, 1.0, 1.5), params)
+        expected = np.exp(-(1.5**2) / 8.0) + 0.5 * np.exp(-(1.5**2) / 2.0)
+        assert message[0, 0, 2, 2, 3].item() == pytest.approx(expected, rel=1e-5)
+        assert message[0, 0, 2, 2, 2].item() == 0.0  # no self-message
+
+    def test_params_reject_unknown_and_negative(self):
+        with pytest.raises(ValueError, match="unknown ConvCRF"):
+            CRFParams.from_dict({"theta": 1.0})
+        with pytest.raises(ValueError, match="must be finite"):
+            CRFParams(theta_intensity=-1.0)

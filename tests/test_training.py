@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from boxseg.training import TrainSettings, load_model, predict_probability, train, weighted_cross_entropy
+from tests.conftest import sphere
+
+TINY = dict(steps=6, batch_size=2, patch_size=(8, 16, 16), features=(4, 8), steps_per_epoch=2, checkpoint_every=2, seed=3)
+
+
+def _data(n=2):
+    rng = np.random.default_rng(0)
+    images, targets = [], []
+    for i in range(n):
+        obj = sphere((12, 20, 20), (6, 10, 8 + 2 * i), 4.0)
+        images.append((0.3 + 0.4 * obj + rng.normal(0, 0.05, obj.shape)).astype(np.float32))
+        targets.append(obj.astype(np.uint8))
+    return images, targets
+
+
+class TestLoss:
+    def test_vwce_equals_wce_when_v_is_one(self):
+        torch.manual_seed(0)
+        logits = torch.randn(2, 2, 4, 5, 6)
+        target = torch.randint(0, 2, (2, 4, 5, 6))
+        wce = weighted_cross_entropy(logits, target, (0.2, 1.0))
+        vwce = weighted_cross_entropy(logits, target, (0.2, 1.0), torch.ones(2, 4, 5, 6))
+        assert torch.equal(wce, vwce)
+
+    def test_formula(self):
+        logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]]).T.reshape(1, 2, 1, 1, 2)  # two voxels
+        target = torch.tensor([1, 0]).reshape(1, 1, 1, 2)
+        v = torch.tensor([3.0, 4.0]).reshape(1, 1, 1, 2)
+        logp = torch.log_softmax(logits, 1).reshape(2, 2)
+        expected = -(3.0 * 1.0 * logp[1, 0] + 4.0 * 0.2 * logp[0, 1]) / 2
+        assert weighted_cross_entropy(logits, target, (0.2, 1.0), v).item() == pytest.approx(expected.item())
+
+
+class TestTraining:
+    def test_trains_saves_and_loads_weights_only(self, tmp_path):
+        images, targets = _data()
+        settings = TrainSettings(**{**TINY, "steps": 40, "learning_rate": 0.01})
+        train(images, targets, settings, tmp_path / "m.pt", tmp_path / "loss.tsv")
+        lines = (tmp_path / "loss.tsv").read_text().splitlines()
+        assert lines[0] == "epoch\tstep\tloss\tlearning_rate" and len(lines) == 21
+        first, last = float(lines[1].split("\t")[2]), float(lines[-1].split("\t")[2])
+        assert last < first
+        model, patch = load_model(tmp_path / "m.pt")
+        prob = predict_probability(model, images[0], patch)
+        assert prob.shape == images[0].shape and 0 <= prob.min() and prob.max() <= 1
+
+    def test_resume_gives_the_same_weights(self, tmp_path):
+        images, targets = _data()
+        settings = TrainSettings(**TINY)
+        torch.use_deterministic_algorithms(True)
+        straight = train(images, targets, settings, tmp_path / "a.pt", tmp_path / "a.tsv")
+        ckpt = tmp_path / "ckpt.pt"
+        partial = train(images, targets, settings, tmp_path / "b.pt", tmp_path / "b.tsv", checkpoint_path=ckpt, stop_after=4)
+        assert ckpt.exists() and not (tmp_path / "b.pt").exists()
+        del partial
+        resumed = train(images, targets, settings, tmp_path / "b.pt", tmp_path / "b.tsv", checkpoint_path=ckpt)
+        for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+            assert torch.allclose(a, b, atol=1e-6), name
+        assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+        assert not ckpt.exists()
+
+    def test_patch_size_must_fit_levels(self):
+        with pytest.raises(ValueError, match="multiples of 4"):
+            TrainSettings(patch_size=(10, 16, 16), features=(4, 8, 16))

@@ -1,0 +1,89 @@
+"""Integration: the real workflow, end to end, on a tiny configuration."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+
+def _run(args, cwd, check=True):
+    result = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _job_counts(output: str) -> dict:
+    counts = {}
+    table = output.split("Job stats:")[-1]
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    shutil.copy(ROOT / "tests" / "tiny_config.yaml", workdir / "config.yaml")
+    _run(["--configfile", "config.yaml", "--cores", "2", "--resources", "gpu=1"], workdir)
+    return workdir
+
+
+@pytest.mark.integration
+class TestTinyWorkflow:
+    def test_metrics_one_row_per_test_case(self, tiny_run):
+        metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
+        assert metrics["case"].tolist() == ["case_00004"]
+        for column in ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]:
+            assert column in metrics
+        assert 0.0 <= metrics["dsc"][0] <= 1.0 and 0.0 < metrics["box_dsc"][0] < 1.0
+        summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
+        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
+
+    def test_mask_on_the_original_grid(self, tiny_run):
+        image = sitk.ReadImage(str(tiny_run / "results/data/case_00004/imaging.nii.gz"))
+        mask = sitk.ReadImage(str(tiny_run / "results/predictions/case_00004/mask.nii.gz"))
+        assert mask.GetSize() == image.GetSize()
+        assert np.allclose(mask.GetSpacing(), image.GetSpacing())
+        assert np.allclose(mask.GetOrigin(), image.GetOrigin())
+        assert np.allclose(mask.GetDirection(), image.GetDirection())
+
+    def test_stage_outputs_and_logs(self, tiny_run):
+        r = tiny_run / "results"
+        for k in range(2):
+            loss = pd.read_csv(r / f"group/model_{k}/loss.tsv", sep="\t")
+            assert loss["step"].tolist() == [4, 8, 12]
+        weight = sitk.GetArrayFromImage(sitk.ReadImage(str(r / "fusion/case_00000/weight.nii.gz")))
+        assert set(np.unique(weight)) <= {1, 2, 3} and (weight == 3).any()  # K + 1 = 3 where V = 0
+        assert (r / "figures/case_00004.png").stat().st_size > 0
+        assert (tiny_run / "logs/train_final.log").exists()
+        assert not list(r.glob("**/checkpoint.pt"))
+
+    def test_rerun_is_a_no_op(self, tiny_run):
+        out = _run(["--configfile", "config.yaml", "--cores", "1", "-n"], tiny_run).stdout
+        assert "Nothing to be done" in out
+
+    def test_report(self, tiny_run):
+        _run(["--configfile", "config.yaml", "--cores", "1", "--report", "report.html"], tiny_run)
+        html = (tiny_run / "report.html").read_text(errors="ignore")
+        assert "summary.tsv" in html or "summary" in html
+
+
+def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
+    out = _run(["--cores", "2", "-n", "--configfile", str(ROOT / "config.yaml")], tmp_path).stdout
+    counts = _job_counts(out)
+    assert counts["phantom"] == counts["box"] == counts["preprocess"] == 16
+    assert counts["pseudo_mask"] == counts["predict_groups"] == counts["fuse"] == 12
+    assert counts["train_group"] == 3 and counts["train_final"] == 1
+    assert counts["predict"] == counts["evaluate"] == 4

@@ -1,0 +1,19 @@
+from boxseg.pipeline import fuse_case
+from boxseg.workflow import run_step
+
+run_step(
+    snakemake,
+    lambda s: fuse_case(
+        s.wildcards.case,
+        s.input.image,
+        s.input.pseudo_mask,
+        s.input.predictions,
+        s.input.boxes,
+        s.input.geometry,
+        s.output.fusion,
+        s.output.weight,
+        crf_params=s.params.crf,
+        threads=s.threads,
+        device=s.params.device,
+    ),
+)

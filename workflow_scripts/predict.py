@@ -1,0 +1,17 @@
+from boxseg.pipeline import predict_case
+from boxseg.workflow import run_step
+
+run_step(
+    snakemake,
+    lambda s: predict_case(
+        s.wildcards.case,
+        s.input.roi,
+        s.input.image,
+        s.input.model,
+        s.output.probability,
+        s.output.mask,
+        postprocess=s.params.postprocess,
+        threads=s.threads,
+        device=s.params.device,
+    ),
+)
