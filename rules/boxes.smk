@@ -5,12 +5,12 @@ rule box:
         label=label_of,
     output:
         "results/boxes/{case}.json",
-    params:
-        margin_mm=config["boxes"]["margin_mm"],
-        tumor_values=TUMOR,
     log:
         "logs/box/{case}.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        margin_mm=config["boxes"]["margin_mm"],
+        tumor_values=TUMOR,
     script:
         "../workflow_scripts/box.py"

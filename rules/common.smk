@@ -4,7 +4,6 @@ from snakemake.utils import validate
 from boxseg.dataset import assign_groups, check_sheet, kits_sheet, synthetic_sheet
 from boxseg.io import CASE_ID_PATTERN
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATASET = config["dataset"]
@@ -16,7 +15,9 @@ def build_sheet():
     if DATASET["source"] == "synthetic":
         return synthetic_sheet(DATASET["synthetic_train"], DATASET["synthetic_test"])
     if not DATASET.get("dir"):
-        raise ValueError("dataset.source 'kits' needs dataset.dir or --config dataset_dir=PATH")
+        raise ValueError(
+            "dataset.source 'kits' needs dataset.dir or --config dataset_dir=PATH"
+        )
     return kits_sheet(
         DATASET["dir"],
         DATASET.get("test_cases", []),
@@ -57,6 +58,20 @@ def final_targets():
         "results/cases.tsv",
         "results/metrics.tsv",
         "results/summary.tsv",
-        expand("results/figures/{case}.png", case=TEST),
+        expand("results/figures/cases/{case}.png", case=TEST),
         "results/figures/training_loss.png",
     ]
+
+
+def final_training_inputs(wildcards):
+    """Fusion masks and weight maps (K > 0), or pseudo-masks alone (K = 0)."""
+    inputs = {"images": expand("results/roi/{case}/image.nii.gz", case=TRAIN)}
+    if K > 0:
+        inputs["targets"] = expand("results/fusion/{case}/fusion.nii.gz", case=TRAIN)
+        if config["final"]["loss"] == "vwce":
+            inputs["weights"] = expand(
+                "results/fusion/{case}/weight.nii.gz", case=TRAIN
+            )
+    else:
+        inputs["targets"] = expand("results/pseudomasks/{case}.nii.gz", case=TRAIN)
+    return inputs

@@ -3,12 +3,13 @@ rule phantom:
     output:
         image="results/data/{case}/imaging.nii.gz",
         label="results/data/{case}/segmentation.nii.gz",
-    params:
-        seed=lambda wc: config["dataset"]["synthetic_seed"] + int(wc.case.split("_")[-1]),
     log:
         "logs/phantom/{case}.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        seed=lambda wc: config["dataset"]["synthetic_seed"]
+        + int(wc.case.split("_")[-1]),
     script:
         "../workflow_scripts/phantom.py"
 
@@ -17,13 +18,13 @@ rule case_sheet:
     """The case sheet the workflow runs on (case, image, label, split, group)."""
     output:
         "results/cases.tsv",
-    params:
-        sheet=lambda wc: CASES.assign(
-            group=[GROUP_OF.get(c, "") for c in CASES["case"]]
-        ),
     log:
         "logs/case_sheet.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        sheet=lambda wc: CASES.assign(
+            group=[GROUP_OF.get(c, "") for c in CASES["case"]]
+        ),
     script:
         "../workflow_scripts/case_sheet.py"

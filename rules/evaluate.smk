@@ -7,12 +7,12 @@ rule evaluate:
         boxes="results/boxes/{case}.json",
     output:
         "results/metrics/{case}.tsv",
-    params:
-        tumor_values=TUMOR,
     log:
         "logs/evaluate/{case}.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        tumor_values=TUMOR,
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -49,18 +49,18 @@ rule overlay:
         metrics="results/metrics/{case}.tsv",
     output:
         report(
-            "results/figures/{case}.png",
+            "results/figures/cases/{case}.png",
             caption="../report/overlay.rst",
             category="Test cases",
             labels={"case": "{case}"},
         ),
-    params:
-        tumor_values=TUMOR,
-        window_hu=config["preprocess"]["window_hu"],
     log:
         "logs/overlay/{case}.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        tumor_values=TUMOR,
+        window_hu=config["preprocess"]["window_hu"],
     script:
         "../workflow_scripts/overlay.py"
 

@@ -4,27 +4,30 @@ if K > 0:
     rule train_group:
         """Stage 2: one 3D UNet per disjoint subset, on its pseudo-masks, with WCE."""
         input:
-            images=lambda wc: expand("results/roi/{case}/image.nii.gz", case=group_cases(wc.k)),
-            targets=lambda wc: expand("results/pseudomasks/{case}.nii.gz", case=group_cases(wc.k)),
+            images=lambda wc: expand(
+                "results/roi/{case}/image.nii.gz", case=group_cases(wc.k)
+            ),
+            targets=lambda wc: expand(
+                "results/pseudomasks/{case}.nii.gz", case=group_cases(wc.k)
+            ),
         output:
             model="results/group/model_{k}/model.pt",
             loss="results/group/model_{k}/loss.tsv",
-        params:
-            settings=config["group_training"],
-            device=config["device"],
-            checkpoint=lambda wc: f"results/group/model_{wc.k}/checkpoint.pt",
-        threads: 4
-        resources:
-            gpu=1,
         log:
             "logs/train_group/{k}.log",
         benchmark:
             "results/benchmarks/train_group/{k}.tsv"
         conda:
             "../envs/boxseg.yaml"
+        threads: 4
+        resources:
+            gpu=1,
+        params:
+            settings=config["group_training"],
+            device=config["device"],
+            checkpoint=lambda wc: f"results/group/model_{wc.k}/checkpoint.pt",
         script:
             "../workflow_scripts/train.py"
-
 
     rule predict_groups:
         """Every group model on one training case (binary masks P_m1 ... P_mK)."""
@@ -33,37 +36,38 @@ if K > 0:
             models=expand("results/group/model_{k}/model.pt", k=range(K)),
         output:
             expand("results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)),
-        params:
-            device=config["device"],
-        threads: 1
-        resources:
-            gpu=1,
         log:
             "logs/predict_groups/{case}.log",
         conda:
             "../envs/boxseg.yaml"
+        threads: 1
+        resources:
+            gpu=1,
+        params:
+            device=config["device"],
         script:
             "../workflow_scripts/predict_groups.py"
-
 
     rule fuse:
         """Fusion mask FM = ConvCRF(PM or P1 ... or PK) and weight map V = PM + sum Pk (0 -> K+1)."""
         input:
             image="results/roi/{case}/image.nii.gz",
             pseudo_mask="results/pseudomasks/{case}.nii.gz",
-            predictions=expand("results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)),
+            predictions=expand(
+                "results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)
+            ),
             boxes="results/boxes/{case}.json",
             geometry="results/roi/{case}/geometry.json",
         output:
             fusion="results/fusion/{case}/fusion.nii.gz",
             weight="results/fusion/{case}/weight.nii.gz",
-        params:
-            crf=config["crf"],
-            device=config["device"],
-        threads: 1
         log:
             "logs/fuse/{case}.log",
         conda:
             "../envs/boxseg.yaml"
+        threads: 1
+        params:
+            crf=config["crf"],
+            device=config["device"],
         script:
             "../workflow_scripts/fuse.py"

@@ -6,15 +6,15 @@ rule pseudo_mask:
         geometry="results/roi/{case}/geometry.json",
     output:
         "results/pseudomasks/{case}.nii.gz",
-    params:
-        crf=config["crf"],
-        device=config["device"],
-    threads: 1
     log:
         "logs/pseudo_mask/{case}.log",
     benchmark:
         "results/benchmarks/pseudo_mask/{case}.tsv"
     conda:
         "../envs/boxseg.yaml"
+    threads: 1
+    params:
+        crf=config["crf"],
+        device=config["device"],
     script:
         "../workflow_scripts/pseudo_mask.py"

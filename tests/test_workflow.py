@@ -66,7 +66,7 @@ class TestTinyWorkflow:
             assert loss["step"].tolist() == [4, 8, 12]
         weight = sitk.GetArrayFromImage(sitk.ReadImage(str(r / "fusion/case_00000/weight.nii.gz")))
         assert set(np.unique(weight)) <= {1, 2, 3} and (weight == 3).any()  # K + 1 = 3 where V = 0
-        assert (r / "figures/case_00004.png").stat().st_size > 0
+        assert (r / "figures/cases/case_00004.png").stat().st_size > 0
         assert (tiny_run / "logs/train_final.log").exists()
         assert not list(r.glob("**/checkpoint.pt"))
 
