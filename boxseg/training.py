@@ -191,7 +191,7 @@ def train(
         optimiser.step()
         schedule.step()
         step += 1
-        epoch_losses.append(float(loss))
+        epoch_losses.append(loss.item())
         if step % settings.steps_per_epoch == 0 or step == settings.steps:
             history.append([step // settings.steps_per_epoch + (step % settings.steps_per_epoch > 0), step, float(np.mean(epoch_losses)), schedule.get_last_lr()[0]])
             epoch_losses = []

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -83,7 +84,9 @@ class TestTinyWorkflow:
 def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
     out = _run(["--cores", "2", "-n", "--configfile", str(ROOT / "config.yaml")], tmp_path).stdout
     counts = _job_counts(out)
-    assert counts["phantom"] == counts["box"] == counts["preprocess"] == 16
-    assert counts["pseudo_mask"] == counts["predict_groups"] == counts["fuse"] == 12
-    assert counts["train_group"] == 3 and counts["train_final"] == 1
-    assert counts["predict"] == counts["evaluate"] == 4
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    n_train, n_test = config["dataset"]["synthetic_train"], config["dataset"]["synthetic_test"]
+    assert counts["phantom"] == counts["box"] == counts["preprocess"] == n_train + n_test
+    assert counts["pseudo_mask"] == counts["predict_groups"] == counts["fuse"] == n_train
+    assert counts["train_group"] == config["groups"]["k"] == 3 and counts["train_final"] == 1
+    assert counts["predict"] == counts["evaluate"] == counts["overlay"] == n_test
