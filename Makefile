@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup report lint clean
+.PHONY: demo test test-slurm setup report lint clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# A real single-node SLURM cluster on localhost (installs Debian's slurm-wlm; needs root).
+test-slurm: $(STAMP)
+	bash tests/slurm/run_slurm_test.sh
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -51,16 +51,16 @@ class CRFParams:
     """
 
     iterations: int = 5
-    rounds: int = 3
+    rounds: int = 1
     window_radius_vox: int = 3
     theta_appearance_mm: float = 6.0
-    theta_intensity: float = 0.05
+    theta_intensity: float = 0.03
     theta_smooth_mm: float = 2.0
-    weight_appearance: float = 1.0
+    weight_appearance: float = 3.0
     weight_smooth: float = 0.5
     prior_weight: float = 1.0
-    intensity_weight: float = 1.0
-    prior_softness: float = 0.25
+    intensity_weight: float = 0.5
+    prior_softness: float = 0.4
     histogram_bins: int = 32
     shell_mm: float = 8.0
     core_power: float = 4.0

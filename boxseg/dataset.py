@@ -61,6 +61,21 @@ def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_se
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
+def read_sheet(path) -> pd.DataFrame:
+    """A user's case sheet (TSV or CSV): columns case, image, label, split; relative paths are
+    taken relative to the sheet's directory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"case sheet {path} does not exist")
+    sheet = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", dtype=str, keep_default_na=False)
+    missing = [c for c in SHEET_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise ValueError(f"case sheet {path} lacks column(s) {missing}")
+    for column in ("image", "label"):
+        sheet[column] = [v if not v or Path(v).is_absolute() else str(path.parent / v) for v in sheet[column]]
+    return sheet[SHEET_COLUMNS]
+
+
 def check_sheet(sheet: pd.DataFrame) -> pd.DataFrame:
     """Validate case ids (file-name safe, unique) and splits; returns the sheet indexed by case."""
     for case in sheet["case"]:

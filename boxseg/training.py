@@ -162,7 +162,7 @@ def train(
     model = build_unet(settings.features).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings))
-    step, history = 0, []
+    step, history, epoch_losses = 0, [], []
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     if checkpoint_path and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -172,13 +172,13 @@ def train(
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         step, history = int(state["step"]), [list(row) for row in state["history"]]
+        epoch_losses = [float(v) for v in state["epoch_losses"]]
     weights = voxel_weights if voxel_weights is not None else [None] * len(images)
     volumes = [
         [np.asarray(i, np.float32), np.asarray(t, np.int64)] + ([np.asarray(w, np.float32)] if w is not None else [])
         for i, t, w in zip(images, targets, weights)
     ]
     model.train()
-    epoch_losses = []
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
     while step < end:
         batch = [_random_patch(rng, volumes[int(rng.integers(len(volumes)))], settings.patch_size) for _ in range(settings.batch_size)]
@@ -205,6 +205,7 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                     "step": step,
                     "history": history,
+                    "epoch_losses": epoch_losses,
                 },
                 checkpoint_path,
             )

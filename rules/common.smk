@@ -1,7 +1,13 @@
 import pandas as pd
 from snakemake.utils import validate
 
-from boxseg.dataset import assign_groups, check_sheet, kits_sheet, synthetic_sheet
+from boxseg.dataset import (
+    assign_groups,
+    check_sheet,
+    kits_sheet,
+    read_sheet,
+    synthetic_sheet,
+)
 from boxseg.io import CASE_ID_PATTERN
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -9,11 +15,19 @@ validate(config, schema="../schemas/config.schema.yaml")
 DATASET = config["dataset"]
 if config.get("dataset_dir"):
     DATASET["dir"] = config["dataset_dir"]
+if config.get("sheet"):
+    DATASET["sheet"] = config["sheet"]
 
 
 def build_sheet():
     if DATASET["source"] == "synthetic":
         return synthetic_sheet(DATASET["synthetic_train"], DATASET["synthetic_test"])
+    if DATASET["source"] == "sheet":
+        if not DATASET.get("sheet"):
+            raise ValueError(
+                "dataset.source 'sheet' needs dataset.sheet or --config sheet=PATH"
+            )
+        return read_sheet(DATASET["sheet"])
     if not DATASET.get("dir"):
         raise ValueError(
             "dataset.source 'kits' needs dataset.dir or --config dataset_dir=PATH"
@@ -41,12 +55,21 @@ wildcard_constraints:
     k=r"\d+",
 
 
+IMAGE = dict(zip(CASES["case"], CASES["image"]))
+LABEL = dict(zip(CASES["case"], CASES["label"]))
+
+
+def settings(section):
+    """A config section as params, keys sorted: reruns follow values, not key order."""
+    return dict(sorted(config[section].items()))
+
+
 def image_of(wildcards):
-    return CASES.loc[wildcards.case, "image"]
+    return IMAGE[wildcards.case]
 
 
 def label_of(wildcards):
-    return CASES.loc[wildcards.case, "label"]
+    return LABEL[wildcards.case]
 
 
 def group_cases(k):

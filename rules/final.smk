@@ -15,7 +15,7 @@ rule train_final:
     resources:
         gpu=1,
     params:
-        settings=config["final_training"],
+        settings=settings("final_training"),
         device=config["device"],
         checkpoint="results/final/checkpoint.pt",
     script:

@@ -23,7 +23,7 @@ if K > 0:
         resources:
             gpu=1,
         params:
-            settings=config["group_training"],
+            settings=settings("group_training"),
             device=config["device"],
             checkpoint=lambda wc: f"results/group/model_{wc.k}/checkpoint.pt",
         script:
@@ -67,7 +67,7 @@ if K > 0:
             "../envs/boxseg.yaml"
         threads: 1
         params:
-            crf=config["crf"],
+            crf=settings("crf"),
             device=config["device"],
         script:
             "../workflow_scripts/fuse.py"

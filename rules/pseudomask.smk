@@ -14,7 +14,7 @@ rule pseudo_mask:
         "../envs/boxseg.yaml"
     threads: 1
     params:
-        crf=config["crf"],
+        crf=settings("crf"),
         device=config["device"],
     script:
         "../workflow_scripts/pseudo_mask.py"

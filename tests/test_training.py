@@ -67,3 +67,41 @@ class TestTraining:
     def test_patch_size_must_fit_levels(self):
         with pytest.raises(ValueError, match="multiples of 4"):
             TrainSettings(patch_size=(10, 16, 16), features=(4, 8, 16))
+
+
+TRAIN_SCRIPT = """
+import sys, numpy as np, torch
+from boxseg.device import configure_torch
+from boxseg.training import TrainSettings, train
+from tests.test_training import TINY, _data
+configure_torch(1)
+images, targets = _data()
+settings = TrainSettings(**{**TINY, "steps": 400, "checkpoint_every": 5})
+train(images, targets, settings, sys.argv[1], sys.argv[2], checkpoint_path=sys.argv[3] if len(sys.argv) > 3 else None)
+"""
+
+
+def test_sigterm_then_restart_gives_the_same_weights(tmp_path):
+    """A real process killed with SIGTERM (as SLURM preemption does) and started again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run = lambda *a: subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, *map(str, a)], cwd=ROOT)  # noqa: E731
+    assert run(tmp_path / "a.pt", tmp_path / "a.tsv").wait() == 0
+    ckpt = tmp_path / "ckpt.pt"
+    victim = run(tmp_path / "b.pt", tmp_path / "b.tsv", ckpt)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait() != 0 and ckpt.exists() and not (tmp_path / "b.pt").exists()
+    assert run(tmp_path / "b.pt", tmp_path / "b.tsv", ckpt).wait() == 0
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()

@@ -90,3 +90,52 @@ def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
     assert counts["pseudo_mask"] == counts["predict_groups"] == counts["fuse"] == n_train
     assert counts["train_group"] == config["groups"]["k"] == 3 and counts["train_final"] == 1
     assert counts["predict"] == counts["evaluate"] == counts["overlay"] == n_test
+
+
+def _copy_run(tiny_run, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    return work
+
+
+def _edit_volume(path, edit):
+    """Change a file's content (Snakemake keeps checksums of small files, so a touch is not a change)."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    edit(array)
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path), useCompression=True)
+
+
+def _add_lesion_voxel(array):
+    z, y, x = np.argwhere(array == 2)[0]
+    array[z, y, max(x - 1, 0)] = 2
+
+
+@pytest.mark.integration
+class TestRerunsTouchOnlyWhatChanged:
+    def test_changed_test_image_reruns_only_that_case(self, tiny_run, tmp_path):
+        work = _copy_run(tiny_run, tmp_path)
+        _edit_volume(work / "results/data/case_00004/imaging.nii.gz", lambda a: a.__setitem__((0, 0, 0), a[0, 0, 0] + 1))
+        counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
+        assert counts == {"box": 1, "preprocess": 1, "predict": 1, "evaluate": 1, "overlay": 1, "summarise": 1, "all": 1, "total": 7}
+
+    def test_changed_training_label_retrains_its_group_only(self, tiny_run, tmp_path):
+        work = _copy_run(tiny_run, tmp_path)
+        _edit_volume(work / "results/data/case_00000/segmentation.nii.gz", _add_lesion_voxel)
+        counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
+        assert counts["box"] == counts["preprocess"] == counts["pseudo_mask"] == 1
+        assert counts["train_group"] == 1  # only the subset holding case_00000
+        assert counts["predict_groups"] == counts["fuse"] == 4 and counts["train_final"] == 1
+        assert counts["predict"] == 1 and "phantom" not in counts
+
+    def test_changed_hyperparameter_reruns_training_not_preprocessing(self, tiny_run, tmp_path):
+        work = _copy_run(tiny_run, tmp_path)
+        config = yaml.safe_load((work / "config.yaml").read_text())
+        config["final_training"] = {**config["final_training"], "steps": 16}
+        (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
+        assert counts["train_final"] == 1 and counts["predict"] == 1
+        for rule in ("box", "preprocess", "pseudo_mask", "train_group", "predict_groups", "fuse"):
+            assert rule not in counts
