@@ -167,7 +167,7 @@ def fuse_case(case, roi_image_path, pseudo_mask_path, prediction_paths, boxes_js
     write_image(array_like(fusion.astype(np.uint8), roi), out_fusion)
 
 
-def predict_case(case, roi_image_path, image_path, model_path, out_probability, out_mask, *, postprocess="largest_component", threads=1, device="auto"):
+def predict_case(case, roi_image_path, image_path, model_path, out_probability, out_mask, *, postprocess="largest_component", flip_tta=False, threads=1, device="auto"):
     """Final inference: ROI probability, mapped back to the original grid, thresholded and post-processed."""
     from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
@@ -179,7 +179,7 @@ def predict_case(case, roi_image_path, image_path, model_path, out_probability, 
     image, roi = _array(roi_image_path, case)
     original = read_image(image_path, case)
     model, patch = load_model(model_path, dev)
-    prob_roi = array_like(predict_probability(model, image, patch, dev), roi)
+    prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
     mask = to_original_grid(prob_roi, original) > 0.5
     if postprocess == "largest_component":
         mask = largest_component(mask)

@@ -37,6 +37,7 @@ class TrainSettings:
         seed: seed of weights, crops and flips.
         steps_per_epoch: steps per row of the loss log.
         checkpoint_every: steps between resumable checkpoints (0: never).
+        intensity_jitter: random contrast (x 1 +- j) and brightness (+- j) change of each patch.
     """
 
     steps: int = 300
@@ -50,6 +51,7 @@ class TrainSettings:
     seed: int = 0
     steps_per_epoch: int = 25
     checkpoint_every: int = 50
+    intensity_jitter: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
@@ -101,8 +103,9 @@ def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
     return loss.mean()
 
 
-def _random_patch(rng: np.random.Generator, volumes, patch_size):
-    """The same random crop (zero-padded where the volume is smaller) and flips for each volume."""
+def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitter: float = 0.0):
+    """The same random crop (zero-padded where the volume is smaller) and flips for each volume;
+    the image (first volume) also gets a random contrast and brightness change of up to ``intensity_jitter``."""
     shape = np.asarray(volumes[0].shape)
     patch = np.asarray(patch_size)
     start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(shape, patch)]
@@ -116,6 +119,9 @@ def _random_patch(rng: np.random.Generator, volumes, patch_size):
             if flip:
                 crop = np.flip(crop, axis)
         out.append(np.ascontiguousarray(crop))
+    if intensity_jitter > 0:
+        scale, shift = rng.uniform(1 - intensity_jitter, 1 + intensity_jitter), rng.uniform(-intensity_jitter, intensity_jitter)
+        out[0] = (out[0] * scale + shift).astype(out[0].dtype)
     return out
 
 
@@ -181,7 +187,10 @@ def train(
     model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
     while step < end:
-        batch = [_random_patch(rng, volumes[int(rng.integers(len(volumes)))], settings.patch_size) for _ in range(settings.batch_size)]
+        batch = [
+            _random_patch(rng, volumes[int(rng.integers(len(volumes)))], settings.patch_size, settings.intensity_jitter)
+            for _ in range(settings.batch_size)
+        ]
         x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(device)
         y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         v = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if voxel_weights is not None else None
@@ -232,11 +241,21 @@ def load_model(path, device="cpu"):
     return model.to(device).eval(), tuple(state["patch_size"])
 
 
-def predict_probability(model, image, patch_size, device="cpu", overlap: float = 0.5) -> np.ndarray:
-    """Lesion probability (z, y, x) by Gaussian-weighted sliding-window inference (MONAI)."""
+def predict_probability(model, image, patch_size, device="cpu", overlap: float = 0.5, flip_tta: bool = False) -> np.ndarray:
+    """Lesion probability (z, y, x) by Gaussian-weighted sliding-window inference (MONAI).
+
+    With ``flip_tta`` the probabilities of the image and of its flips along each
+    axis (the training augmentation) are averaged.
+    """
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(np.asarray(image, np.float32)[None, None]).to(device)
+    flips = [()] + ([(2,), (3,), (4,)] if flip_tta else [])
+    prob = 0.0
     with torch.no_grad():
-        logits = sliding_window_inference(x, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
-        return torch.softmax(logits, dim=1)[0, 1].cpu().numpy().astype(np.float32)
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(xi, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
+            p = torch.softmax(logits, dim=1)
+            prob = prob + (torch.flip(p, dims) if dims else p)
+    return (prob / len(flips))[0, 1].cpu().numpy().astype(np.float32)

@@ -40,6 +40,7 @@ rule predict:
         gpu=1,
     params:
         postprocess=config["final"]["postprocess"],
+        flip_tta=config["final"]["flip_tta"],
         device=config["device"],
     script:
         "../workflow_scripts/predict.py"

@@ -11,6 +11,7 @@ run_step(
         s.output.probability,
         s.output.mask,
         postprocess=s.params.postprocess,
+        flip_tta=s.params.flip_tta,
         threads=s.threads,
         device=s.params.device,
     ),
