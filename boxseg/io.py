@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,8 @@ def read_image(path: str | os.PathLike, case: str = "?") -> sitk.Image:
         if path.is_dir():
             image = _read_dicom_series(path, case)
         else:
+            if path.name.endswith(".gz"):
+                _check_gzip_complete(path, case)
             image = sitk.ReadImage(str(path))
     except CaseError:
         raise
@@ -64,6 +68,16 @@ def read_image(path: str | os.PathLike, case: str = "?") -> sitk.Image:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise CaseError(case, path, f"{int((~np.isfinite(array)).sum())} non-finite (NaN/inf) voxels")
     return image
+
+
+def _check_gzip_complete(path: Path, case: str) -> None:
+    """ITK reads a truncated .gz silently (missing voxels become zeros); gzip does not."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as err:
+        raise CaseError(case, path, f"cannot read image (truncated or corrupt gzip: {err})") from None
 
 
 def _read_dicom_series(directory: Path, case: str) -> sitk.Image:

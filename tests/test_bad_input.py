@@ -1,0 +1,106 @@
+"""Bad input gives one clear line naming the case, the file and the problem."""
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from boxseg.io import CaseError
+from boxseg.pipeline import make_case_boxes, preprocess_case
+from tests.conftest import ROOT, sphere
+
+
+def _write(path, array, spacing=(1.0, 1.0, 2.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def case_files(tmp_path):
+    lesion = sphere((12, 24, 24), (6, 12, 12), 4.0)
+    image = _write(tmp_path / "image.nii.gz", np.where(lesion, 80, -20).astype(np.int16))
+    label = _write(tmp_path / "label.nii.gz", (lesion * 2).astype(np.uint8))
+    return tmp_path, image, label
+
+
+def _boxes(case, image, label, out, **kw):
+    make_case_boxes(case, image, label, out, margin_mm=kw.get("margin_mm", 2.0), tumor_values=kw.get("tumor_values", [2]))
+
+
+def _one_line(err: CaseError, case: str, fragment: str):
+    text = str(err)
+    assert "\n" not in text and text.startswith(f"case {case}: ") and fragment in text
+
+
+class TestBadInput:
+    def test_missing_file(self, case_files):
+        d, image, label = case_files
+        with pytest.raises(CaseError) as err:
+            _boxes("c1", d / "nope.nii.gz", label, d / "b.json")
+        _one_line(err.value, "c1", "nope.nii.gz: file not found")
+        assert not (d / "b.json").exists()
+
+    def test_corrupt_and_truncated(self, case_files):
+        d, image, label = case_files
+        (d / "corrupt.nii.gz").write_bytes(b"not an image at all")
+        data = image.read_bytes()
+        (d / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
+        for name in ("corrupt.nii.gz", "truncated.nii.gz"):
+            with pytest.raises(CaseError) as err:
+                _boxes("c2", d / name, label, d / "b.json")
+            _one_line(err.value, "c2", f"{name}: cannot read image")
+
+    def test_geometry_mismatch(self, case_files):
+        d, image, label = case_files
+        other = _write(d / "other.nii.gz", np.zeros((12, 24, 24), np.uint8), spacing=(1.0, 1.0, 3.0))
+        with pytest.raises(CaseError) as err:
+            _boxes("c3", image, other, d / "b.json")
+        _one_line(err.value, "c3", "label grid")
+
+    def test_empty_tumor_label(self, case_files):
+        d, image, label = case_files
+        with pytest.raises(CaseError) as err:
+            _boxes("c4", image, label, d / "b.json", tumor_values=[5])
+        _one_line(err.value, "c4", "no lesion voxels")
+
+    def test_nan_voxels(self, case_files):
+        d, image, label = case_files
+        array = np.zeros((12, 24, 24), np.float32)
+        array[3, 4, 5] = np.nan
+        nan = _write(d / "nan.mha", array)  # (NIfTI written by ITK drops NaN)
+        with pytest.raises(CaseError) as err:
+            _boxes("c5", nan, label, d / "b.json")
+        _one_line(err.value, "c5", "1 non-finite")
+
+    def test_2d_image(self, case_files):
+        d, image, label = case_files
+        flat = sitk.GetImageFromArray(np.zeros((24, 24), np.int16))
+        sitk.WriteImage(flat, str(d / "flat.nii.gz"))
+        with pytest.raises(CaseError) as err:
+            _boxes("c6", d / "flat.nii.gz", label, d / "b.json")
+        _one_line(err.value, "c6", "expected a 3D image")
+
+    def test_failed_step_leaves_no_output(self, case_files):
+        d, image, label = case_files
+        _boxes("c7", image, label, d / "b.json")
+        (d / "broken.nii.gz").write_bytes(b"garbage")
+        with pytest.raises(CaseError):
+            preprocess_case("c7", image, d / "broken.nii.gz", d / "b.json", d / "roi.nii.gz", d / "roi_label.nii.gz",
+                            d / "geometry.json", spacing_mm=(2, 2, 2), roi_size_mm=(32, 32, 32), window_hu=(-200, 500),
+                            tumor_values=[2], organ_values=[1])
+        assert not list(d.glob("roi*")) and not (d / "geometry.json").exists()
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    (tmp_path / "extra.yaml").write_text("boxes:\n  margin_mm: 3.5\n  margn: 1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "--cores", "1",
+         "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "extra.yaml")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert out.returncode != 0 and "margn" in out.stdout + out.stderr
