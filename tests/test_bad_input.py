@@ -1,6 +1,5 @@
 """Bad input gives one clear line naming the case, the file and the problem."""
 
-import gzip
 import subprocess
 import sys
 
