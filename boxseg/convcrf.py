@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,8 @@ def box_prior(shape, box_lo, box_hi, softness: float):
     inside = np.ones(shape, bool)
     for g, a, b in zip(grids, lo, hi):
         inside &= (g >= a - 0.5 + 1e-6) & (g <= b - 0.5 - 1e-6)
-    prior = expit((1.0 - r) / max(softness, 1e-3))
+    with np.errstate(over="ignore"):  # exp overflow -> inf -> prior 0, as intended for hard edges
+        prior = 1.0 / (1.0 + np.exp(-(1.0 - r) / max(softness, 1e-3)))
     return np.where(inside, prior, 0.0).astype(np.float32), inside
 
 
