@@ -48,6 +48,7 @@ class CRFParams:
         histogram_bins: bins of the intensity histograms.
         shell_mm: thickness of the shell outside the box sampled as background.
         core_power: the first intensity model weighs voxels by prior ** core_power (the box core).
+        tighten_rounds: times the box prior is re-fitted to the extent of the current solution.
     """
 
     iterations: int = 5
@@ -64,6 +65,7 @@ class CRFParams:
     histogram_bins: int = 32
     shell_mm: float = 8.0
     core_power: float = 4.0
+    tighten_rounds: int = 0
 
     def __post_init__(self):
         for f in fields(self):
@@ -268,15 +270,32 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         >>> mask = prob > 0.5
     """
     image = np.asarray(image, np.float32)
-    prior = np.zeros(image.shape, np.float32)
     allowed = np.zeros(image.shape, bool)
+    insides = []
     for lo, hi in boxes:
-        p, inside = box_prior(image.shape, lo, hi, params.prior_softness)
-        prior = np.maximum(prior, p)
+        inside = box_prior(image.shape, lo, hi, params.prior_softness)[1]
+        insides.append(inside)
         allowed |= inside
     if not allowed.any():
         return np.zeros(image.shape, np.float32)
-    return _run_refine(image, prior, allowed, spacing_mm, params, device)
+    bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
+    for round_ in range(params.tighten_rounds + 1):
+        prior = np.zeros(image.shape, np.float32)
+        for lo, hi in bounds:
+            prior = np.maximum(prior, box_prior(image.shape, lo, hi, params.prior_softness)[0])
+        prob = _run_refine(image, prior, allowed, spacing_mm, params, device)
+        if round_ < params.tighten_rounds:
+            # A lesion touches every face of its tight box: re-centre each prior on the
+            # extent of the current solution inside the box (never beyond the box).
+            tightened = []
+            for (lo, hi), inside in zip(bounds, insides):
+                bb = np.argwhere((prob > 0.5) & inside)
+                if len(bb) == 0:
+                    tightened.append((lo, hi))
+                    continue
+                tightened.append((np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)))
+            bounds = tightened
+    return prob
 
 
 def refine_mask(image, mask, allowed, spacing_mm, params: CRFParams = CRFParams(), confidence: float = 0.8, device=None):

@@ -87,3 +87,13 @@ class TestConvCRF:
             CRFParams.from_dict({"theta": 1.0})
         with pytest.raises(ValueError, match="must be finite"):
             CRFParams(theta_intensity=-1.0)
+
+
+def test_tightening_keeps_the_box_constraint():
+    image, obj, spacing = _toy()
+    lo, hi = _loose_box(obj, np.array([2, 5, 5]))
+    params = CRFParams(tighten_rounds=2)
+    prob = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
+    _, inside = box_prior(image.shape, lo, hi, 0.25)
+    assert prob[~inside].max() == 0.0
+    assert dice(prob > 0.5, obj) > 0.85
