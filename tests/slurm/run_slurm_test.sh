@@ -30,4 +30,4 @@ n_submitted=$(grep -c "has been submitted with SLURM jobid" snakemake.out || tru
 [ "$n_submitted" -ge 20 ] || { echo "FAIL: only $n_submitted jobs went through sbatch"; exit 1; }
 echo "SLURM test: $n_submitted jobs ran through sbatch, results checked"
 echo "1 passed, 0 failed"
-rm -rf "$WORK"
+cd "$ROOT" && rm -rf "$WORK"
