@@ -70,12 +70,17 @@ def _visible_gpu_count() -> int:
         return 0
 
 
-def select_device(name: str = "auto", lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR) -> torch.device:
-    """``auto``: a claimed free CUDA device when present, else CPU; or an explicit torch device string."""
+def select_device(name: str = "auto", lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, claim: bool = True) -> torch.device:
+    """``auto``: CUDA when present, else CPU; or an explicit torch device string.
+
+    With ``claim`` (rules that declare ``gpu=1``) a free device is claimed first;
+    without it (small ConvCRF jobs that share a device) the default device is used.
+    """
     if name == "auto":
         n = _visible_gpu_count()
         if n == 0:
             return torch.device("cpu")
-        claim_gpu(n, lock_dir, timeout_s=3600.0)
-        return torch.device("cuda:0")  # the one device now visible to this process
+        if claim:
+            claim_gpu(n, lock_dir, timeout_s=3600.0)
+        return torch.device("cuda:0")  # with a claim, the one device now visible to this process
     return torch.device(name)

@@ -103,7 +103,7 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
     bounds = roi_boxes(boxes_json, geometry_json, roi)
     if not bounds:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
-    prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device))
+    prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False))
     regions = np.zeros(image.shape, np.uint8)
     for i, b in enumerate(bounds, start=1):
         regions[roi_box_mask([b], image.shape) & (regions == 0)] = i
@@ -159,7 +159,7 @@ def fuse_case(case, roi_image_path, pseudo_mask_path, prediction_paths, boxes_js
     preds = [_array(p, case, np.uint8)[0] > 0 for p in prediction_paths]
     allowed = roi_box_mask(roi_boxes(boxes_json, geometry_json, roi), image.shape)
     union = fusion_union(pm, preds)
-    prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=select_device(device))
+    prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=select_device(device, claim=False))
     fusion = prob > 0.5
     weights = weight_map(pm, preds)
     log.info("case %s: PM %d, union %d, fusion %d voxels", case, int(pm.sum()), int(union.sum()), int(fusion.sum()))
