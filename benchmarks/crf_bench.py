@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from boxseg.convcrf import CRFParams, box_prior, pseudo_mask_from_boxes  # noqa: E402
+from boxseg.convcrf import CRFParams, box_prior, boxes_prior, pseudo_mask_from_boxes  # noqa: E402
 from boxseg.metrics import dice  # noqa: E402
 from boxseg.preprocess import box_bounds_on_roi, crop_roi, load_case, make_boxes, roi_box_mask  # noqa: E402
 
@@ -46,18 +46,18 @@ def find_cases(kits_dir, ibsi_dir):
     if kits_dir:
         for d in sorted(Path(kits_dir).glob("case_*")):
             if (d / "imaging.nii.gz").exists():
-                cases.append(("kits19", d.name, d / "imaging.nii.gz", d / "segmentation.nii.gz", (2,), (1,)))
+                cases.append(("kits19", d.name, d / "imaging.nii.gz", d / "segmentation.nii.gz", (2,)))
     if ibsi_dir:
         for d in sorted(Path(ibsi_dir).glob("STS_*")):
             if (d / "CT_image.nii.gz").exists():
-                cases.append(("ibsi", d.name, d / "CT_image.nii.gz", d / "CT_mask.nii.gz", (1,), ()))
+                cases.append(("ibsi", d.name, d / "CT_image.nii.gz", d / "CT_mask.nii.gz", (1,)))
     return cases
 
 
-def prepare(case, image_path, label_path, tumor, organ, margin_mm, prep):
+def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     image, label = load_case(case, image_path, label_path)
     boxes = make_boxes(case, image, label, label_path, margin_mm, tumor)
-    # ROI: the lesion boxes plus 24 mm, at the workflow's spacing (the CRF only needs the boxes' surroundings).
+    # ROI: the lesion boxes plus 24 mm on each side, at the workflow's spacing (the CRF only needs the boxes' surroundings).
     lo = np.min([b["index_lo"] for b in boxes], 0)
     hi = np.max([b["index_hi"] for b in boxes], 0)
     extent_mm = (hi - lo + 1) * np.asarray(image.GetSpacing()[::-1]) + 48.0
@@ -75,13 +75,11 @@ def ellipsoid_mask(shape, bounds):
     return out
 
 
-def densecrf(image, bounds, spacing, theta_position_mm, theta_intensity, weight, iterations=5):
+def densecrf(image, bounds, spacing, prior_softness, theta_position_mm, theta_intensity, weight, iterations=5):
+    """DenseCRF with the ConvCRF's own box prior as unary (same ``prior_softness``)."""
     import pydensecrf.densecrf as dcrf
 
-    prior = np.zeros(image.shape, np.float32)
-    for lo, hi in bounds:
-        prior = np.maximum(prior, box_prior(image.shape, lo, hi, CRFParams().prior_softness)[0])
-    prior = np.clip(prior, 1e-5, 1 - 1e-5)
+    prior = np.clip(boxes_prior(image.shape, bounds, prior_softness)[0], 1e-5, 1 - 1e-5)
     unary = -np.log(np.stack([1 - prior, prior]).reshape(2, -1)).astype(np.float32)
     crf = dcrf.DenseCRF(image.size, 2)
     crf.setUnaryEnergy(np.ascontiguousarray(unary))
@@ -121,9 +119,9 @@ def main(argv=None):
         sys.exit("no cases found: give --kits and/or --ibsi directories")
     grid = [] if args.no_densecrf else [dict(zip(DENSECRF_GRID, v)) for v in itertools.product(*DENSECRF_GRID.values())]
     rows = []
-    for dataset, case, image_path, label_path, tumor, organ in cases:
+    for dataset, case, image_path, label_path, tumor in cases:
         for margin in args.margins:
-            image, ref, bounds, spacing = prepare(case, image_path, label_path, tumor, organ, margin, config["preprocess"])
+            image, ref, bounds, spacing = prepare(case, image_path, label_path, tumor, margin, config["preprocess"])
             r = {"dataset": dataset, "case": case, "margin_mm": margin}
             rows.append({**r, "method": "box", "dsc": dice(roi_box_mask(bounds, image.shape), ref), "sec": 0.0})
             rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
@@ -132,7 +130,7 @@ def main(argv=None):
             rows.append({**r, "method": "convcrf", "dsc": dice(conv, ref), "sec": time.perf_counter() - t})
             for i, g in enumerate(grid):
                 t = time.perf_counter()
-                dense = densecrf(image, bounds, spacing, **g)
+                dense = densecrf(image, bounds, spacing, params.prior_softness, **g)
                 rows.append({**r, "method": f"densecrf#{i}", "dsc": dice(dense, ref), "sec": time.perf_counter() - t})
         print(f"{dataset} {case}: done", file=sys.stderr, flush=True)
     per_case = pd.DataFrame(rows)

@@ -224,6 +224,17 @@ def box_prior(shape, box_lo, box_hi, softness: float):
     return np.where(inside, prior, 0.0).astype(np.float32), inside
 
 
+def boxes_prior(shape, boxes, softness: float):
+    """Prior of several boxes (voxel-wise maximum of ``box_prior``) and each box's inside mask."""
+    prior = np.zeros(shape, np.float32)
+    insides = []
+    for lo, hi in boxes:
+        p, inside = box_prior(shape, lo, hi, softness)
+        prior = np.maximum(prior, p)
+        insides.append(inside)
+    return prior, insides
+
+
 def _shell(inside: np.ndarray, spacing_mm, shell_mm: float):
     from scipy import ndimage as ndi
 
@@ -270,19 +281,14 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         >>> mask = prob > 0.5
     """
     image = np.asarray(image, np.float32)
-    allowed = np.zeros(image.shape, bool)
-    insides = []
-    for lo, hi in boxes:
-        inside = box_prior(image.shape, lo, hi, params.prior_softness)[1]
-        insides.append(inside)
-        allowed |= inside
+    prior, insides = boxes_prior(image.shape, boxes, params.prior_softness)
+    allowed = np.logical_or.reduce(insides) if insides else np.zeros(image.shape, bool)
     if not allowed.any():
         return np.zeros(image.shape, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
     for round_ in range(params.tighten_rounds + 1):
-        prior = np.zeros(image.shape, np.float32)
-        for lo, hi in bounds:
-            prior = np.maximum(prior, box_prior(image.shape, lo, hi, params.prior_softness)[0])
+        if round_ > 0:
+            prior = boxes_prior(image.shape, bounds, params.prior_softness)[0]
         prob = _run_refine(image, prior, allowed, spacing_mm, params, device)
         if round_ < params.tighten_rounds:
             # A lesion touches every face of its tight box: re-centre each prior on the
