@@ -11,7 +11,6 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/boxes.smk"
 include: "rules/preprocess.smk"
 include: "rules/pseudomask.smk"
 include: "rules/group.smk"

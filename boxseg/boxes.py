@@ -82,3 +82,126 @@ def boxes_on_grid(records, original: sitk.Image, target: sitk.Image):
         # Voxel-edge bounds on the target: voxel k spans [k - 0.5, k + 0.5].
         out.append((target_idx.min(0) + 0.5, target_idx.max(0) + 0.5))
     return out
+
+
+# --- Boxes drawn by users: a table (boxes.tsv) or 3D Slicer ROI markups (.mrk.json) ---------
+
+BOX_TABLE_COLUMNS = ["case", "lesion", "coordinates", "x_min", "y_min", "z_min", "x_max", "y_max", "z_max"]
+COORDINATE_SYSTEMS = ("lps_mm", "ras_mm", "index")
+
+
+def read_box_table(path) -> "pd.DataFrame":
+    """A box table (TSV or CSV), one row per lesion box.
+
+    Columns: ``case``, ``lesion`` (an integer per box), ``coordinates`` and the two corners
+    ``x_min y_min z_min x_max y_max z_max``. ``coordinates`` says what the corners are:
+    ``lps_mm`` or ``ras_mm`` (physical, the box's faces; voxels whose centres lie inside are in
+    the box) or ``index`` (inclusive 0-based voxel indices i, j, k as ITK and Slicer count them).
+    """
+    import pandas as pd
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"box table {path} does not exist")
+    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", dtype={"case": str})
+    missing = [c for c in BOX_TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"box table {path} lacks column(s) {missing}")
+    bad = sorted(set(table["coordinates"]) - set(COORDINATE_SYSTEMS))
+    if bad:
+        raise ValueError(f"box table {path}: coordinates must be one of {list(COORDINATE_SYSTEMS)}, got {bad}")
+    corners = table[BOX_TABLE_COLUMNS[3:]]
+    if corners.isna().any().any() or not all(np.issubdtype(t, np.number) for t in corners.dtypes):
+        raise ValueError(f"box table {path}: corner columns must all be numbers")
+    return table[BOX_TABLE_COLUMNS]
+
+
+def box_rows(table, case: str) -> list:
+    """The rows of one case as plain dicts (JSON-able, so they can be a rule's params)."""
+    rows = table[table["case"] == case]
+    return [
+        {"lesion": int(r.lesion), "coordinates": str(r.coordinates),
+         "min": [float(r.x_min), float(r.y_min), float(r.z_min)],
+         "max": [float(r.x_max), float(r.y_max), float(r.z_max)]}
+        for r in rows.itertuples()
+    ]
+
+
+def read_slicer_rois(path) -> list:
+    """Boxes of the ROI markups in a 3D Slicer ``.mrk.json`` file, as table-like rows in LPS mm.
+
+    Each ROI's eight corners are ``center +- size/2`` along its orientation axes (columns of
+    the 3x3 ``orientation``), in the file's ``coordinateSystem`` (LPS or RAS) and units
+    (mm or um); the row holds the axis-aligned LPS hull of those corners. ROIs without a
+    center and size use the hull of their control points.
+    """
+    import json
+
+    with open(path) as f:
+        document = json.load(f)
+    rows = []
+    for markup in document.get("markups", []):
+        if markup.get("type") != "ROI":
+            continue
+        system = markup.get("coordinateSystem", "LPS")
+        if system not in ("LPS", "RAS"):
+            raise ValueError(f"{path}: coordinateSystem {system!r} is neither LPS nor RAS")
+        units = markup.get("coordinateUnits", "mm")
+        units = units[0] if isinstance(units, list) else units
+        scale = {"mm": 1.0, "um": 1e-3}.get(units)
+        if scale is None:
+            raise ValueError(f"{path}: coordinateUnits {units!r} is neither mm nor um")
+        if "center" in markup and "size" in markup:
+            axes = np.asarray(markup.get("orientation", np.eye(3).ravel()), float).reshape(3, 3)
+            half = np.asarray(markup["size"], float) / 2.0
+            signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
+            points = np.asarray(markup["center"], float) + (signs * half) @ axes.T
+        else:
+            points = np.array([p["position"] for p in markup.get("controlPoints", []) if "position" in p], float)
+            if len(points) < 2:
+                raise ValueError(f"{path}: ROI {markup.get('name', '')!r} has neither center and size nor two control points")
+        points = points * scale
+        if system == "RAS":
+            points = points * np.array([-1.0, -1.0, 1.0])
+        rows.append({"lesion": len(rows) + 1, "coordinates": "lps_mm",
+                     "min": points.min(0).tolist(), "max": points.max(0).tolist()})
+    if not rows:
+        raise ValueError(f"{path}: no ROI markup in the file")
+    return rows
+
+
+def records_from_rows(rows, image: sitk.Image, case: str, source):
+    """User box rows -> box records on the image grid, clipped to it.
+
+    Physical boxes (any direction cosines, oblique included) are mapped corner by corner to
+    continuous indices and take the voxels whose centres lie in the hull; index boxes are
+    inclusive. A box entirely outside the image is an error naming the case and the file.
+    """
+    from boxseg.io import CaseError
+
+    size = np.asarray(image.GetSize()[::-1])
+    boxes = []
+    for row in rows:
+        lo_xyz, hi_xyz = np.asarray(row["min"], float), np.asarray(row["max"], float)
+        lo_xyz, hi_xyz = np.minimum(lo_xyz, hi_xyz), np.maximum(lo_xyz, hi_xyz)
+        system = row["coordinates"]
+        if system == "index":
+            lo, hi = np.ceil(lo_xyz[::-1] - 1e-6), np.floor(hi_xyz[::-1] + 1e-6)
+        elif system in ("lps_mm", "ras_mm"):
+            corners = np.array(np.meshgrid(*zip(lo_xyz, hi_xyz), indexing="ij")).reshape(3, -1).T
+            if system == "ras_mm":
+                corners = corners * np.array([-1.0, -1.0, 1.0])
+            idx = physical_to_index(image, corners)
+            lo, hi = np.ceil(idx.min(0) - 1e-4), np.floor(idx.max(0) + 1e-4)
+        else:
+            raise CaseError(case, source, f"box {row['lesion']}: unknown coordinates {system!r}")
+        if np.any(hi < lo):
+            raise CaseError(case, source, f"box {row['lesion']} holds no voxel centre")
+        if np.any(hi < 0) or np.any(lo > size - 1):
+            raise CaseError(case, source, f"box {row['lesion']} lies outside the image (index {lo.astype(int).tolist()}..{hi.astype(int).tolist()} z y x, image size {size.tolist()})")
+        boxes.append((np.clip(lo, 0, size - 1).astype(int), np.clip(hi, 0, size - 1).astype(int)))
+    records = box_records(boxes, image)
+    for record, row in zip(records, rows):
+        record["lesion"] = int(row["lesion"])
+    return records

@@ -1,7 +1,10 @@
 """Case sheets: which cases exist, where their files are, and their split.
 
-A case sheet is a table with columns ``case``, ``image``, ``label``, ``split``
-(``train`` or ``test``). Case ids are validated before they become file names.
+A case sheet is a table with columns ``case``, ``image``, ``label`` (may be
+empty), ``boxes`` (a box file, may be empty) and ``split``: ``train`` (weak
+labels: boxes), ``test`` (predicted, and evaluated when it has a label) or
+``predict`` (predicted only). Case ids are validated before they become file
+names.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import pandas as pd
 
 from boxseg.io import validate_case_id
 
-SHEET_COLUMNS = ["case", "image", "label", "split"]
+SHEET_COLUMNS = ["case", "image", "label", "boxes", "split"]
+REQUIRED_COLUMNS = ["case", "image", "split"]
+SPLITS = ("train", "test", "predict")
 
 
 def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -> pd.DataFrame:
@@ -26,6 +31,7 @@ def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -
                 "case": case,
                 "image": f"{data_dir}/{case}/imaging.nii.gz",
                 "label": f"{data_dir}/{case}/segmentation.nii.gz",
+                "boxes": "",
                 "split": "train" if i < n_train else "test",
             }
         )
@@ -34,7 +40,9 @@ def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -
 
 def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0,
                image_name="imaging.nii.gz", label_name="segmentation.nii.gz") -> pd.DataFrame:
-    """Sheet of a directory in KiTS19/21/23 layout: ``case_*/imaging.nii.gz`` and ``segmentation.nii.gz``.
+    """Sheet of a directory with one folder per case, e.g. KiTS19/21/23 layout
+    ``case_*/imaging.nii.gz`` and ``segmentation.nii.gz`` (or IBSI ``STS_*/CT_image.nii.gz``
+    and ``CT_mask.nii.gz`` with other file names).
 
     Test cases are ``test_cases`` when given, else a seeded random ``test_fraction`` of the cases.
     """
@@ -54,39 +62,56 @@ def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_se
         n_test = max(1, int(round(test_fraction * len(cases))))
         test = set(rng.choice(cases, size=n_test, replace=False).tolist())
     rows = [
-        {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name),
+        {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name), "boxes": "",
          "split": "test" if c in test else "train"}
         for c in cases
     ]
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
-def read_sheet(path) -> pd.DataFrame:
-    """A user's case sheet (TSV or CSV): columns case, image, label, split; relative paths are
-    taken relative to the sheet's directory."""
+def read_sheet(path, default_split=None) -> pd.DataFrame:
+    """A user's case sheet (TSV or CSV): columns case, image, split and optionally label and
+    boxes; relative paths are taken relative to the sheet's directory. ``default_split``
+    fills a missing split column (a sheet of cases to predict)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"case sheet {path} does not exist")
     sheet = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", dtype=str, keep_default_na=False)
-    missing = [c for c in SHEET_COLUMNS if c not in sheet.columns]
+    if default_split and "split" not in sheet.columns:
+        sheet["split"] = default_split
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
         raise ValueError(f"case sheet {path} lacks column(s) {missing}")
-    for column in ("image", "label"):
+    for column in ("image", "label", "boxes"):
+        if column not in sheet.columns:
+            sheet[column] = ""
         sheet[column] = [v if not v or Path(v).is_absolute() else str(path.parent / v) for v in sheet[column]]
     return sheet[SHEET_COLUMNS]
 
 
-def check_sheet(sheet: pd.DataFrame) -> pd.DataFrame:
-    """Validate case ids (file-name safe, unique) and splits; returns the sheet indexed by case."""
+def check_sheet(sheet: pd.DataFrame, box_table_cases=(), source="case sheet") -> pd.DataFrame:
+    """Validate case ids (file-name safe, unique), splits, and that every training case has a
+    label or boxes; returns the sheet indexed by case. Errors name ``source`` (the sheet file)."""
+    sheet = sheet.copy()
+    for column in SHEET_COLUMNS:
+        if column not in sheet.columns:
+            sheet[column] = ""
     for case in sheet["case"]:
-        validate_case_id(str(case))
+        try:
+            validate_case_id(str(case))
+        except ValueError as err:
+            raise ValueError(f"case {case}: {source}: {err}") from None
     duplicated = sheet["case"][sheet["case"].duplicated()].tolist()
     if duplicated:
-        raise ValueError(f"duplicate case id(s) in the case sheet: {sorted(set(duplicated))}")
-    bad = sorted(set(sheet["split"]) - {"train", "test"})
+        raise ValueError(f"case {sorted(set(duplicated))[0]}: {source}: duplicate case id(s) {sorted(set(duplicated))}")
+    bad = sorted(set(sheet["split"]) - set(SPLITS))
     if bad:
-        raise ValueError(f"split must be 'train' or 'test', got {bad}")
-    return sheet.set_index("case", drop=False)
+        raise ValueError(f"{source}: split must be one of {list(SPLITS)}, got {bad}")
+    with_boxes = set(box_table_cases)
+    unlabelled = [r.case for r in sheet.itertuples() if r.split == "train" and not r.label and not r.boxes and r.case not in with_boxes]
+    if unlabelled:
+        raise ValueError(f"case {unlabelled[0]}: {source}: training case(s) without a label or boxes: {unlabelled[:10]}")
+    return sheet[SHEET_COLUMNS].set_index("case", drop=False)
 
 
 def assign_groups(train_cases, k: int, seed: int) -> dict:

@@ -59,7 +59,7 @@ def bounding_box(mask: np.ndarray):
 def lesion_bearing_region(label: np.ndarray, tumor_values, kidney_values) -> np.ndarray:
     """The connected organ+lesion region that holds most lesion voxels (the tumor-bearing kidney).
 
-    With no organ label, it is the lesion itself.
+    With no organ label, it is the lesion itself; with no lesion, the largest organ component.
     """
     tumor = np.isin(label, tumor_values)
     organ = np.isin(label, kidney_values) | tumor
@@ -68,7 +68,10 @@ def lesion_bearing_region(label: np.ndarray, tumor_values, kidney_values) -> np.
         return tumor
     counts = np.bincount(components[tumor], minlength=n + 1)
     counts[0] = 0
-    return components == int(np.argmax(counts)) if counts.max() > 0 else tumor
+    if counts.max() == 0:
+        counts = np.bincount(components.ravel(), minlength=n + 1)
+        counts[0] = 0
+    return components == int(np.argmax(counts))
 
 
 def roi_centre(image: sitk.Image, region_lo, region_hi, must_contain_lo, must_contain_hi, roi_size_mm, spacing_mm):

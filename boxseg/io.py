@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import gzip
 import json
 import os
@@ -90,6 +92,9 @@ def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
     reader.SetFileNames(files[chosen])
     image = reader.Execute()
     image.SetMetaData("boxseg_series", chosen)
+    logging.getLogger("boxseg").info(
+        "case %s: %s: DICOM series %s (%d files; %d series in the directory, the one with most files is read)",
+        case, directory, chosen, len(files[chosen]), len(series_ids))
     return image
 
 

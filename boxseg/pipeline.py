@@ -35,40 +35,77 @@ def _spacing_zyx(image: sitk.Image):
     return tuple(float(s) for s in image.GetSpacing()[::-1])
 
 
-def make_case_boxes(case, image_path, label_path, out_json, *, margin_mm, tumor_values):
-    """Box step: boxes of the lesions in a label map, enlarged by ``margin_mm``."""
-    from boxseg.preprocess import load_case, make_boxes
+USER_BOX_SOURCES = ("table", "file")
 
-    image, label = load_case(case, image_path, label_path)
-    records = make_boxes(case, image, label, label_path, margin_mm, tumor_values)
-    log.info("case %s: %d box(es), margin %.2f mm", case, len(records), margin_mm)
-    write_json({"case": case, "margin_mm": float(margin_mm), "boxes": records}, out_json)
+
+def case_boxes(case, image, label, *, box_rows=None, box_file=None, margin_mm=0.0, tumor_values=(1,), label_path=None):
+    """The case's boxes and where they came from.
+
+    In order: rows of the box table (``box_rows``), the case's own box file (``.mrk.json``
+    from 3D Slicer, or a box table), else boxes of the lesions in the label enlarged by
+    ``margin_mm`` (research mode), else none (a case to predict with an organ label).
+    """
+    from boxseg.boxes import read_box_table, read_slicer_rois, records_from_rows, box_rows as rows_of
+    from boxseg.preprocess import make_boxes
+
+    if box_rows:
+        return "table", records_from_rows(box_rows, image, case, "box table")
+    if box_file:
+        try:
+            if str(box_file).endswith(".json"):
+                rows = read_slicer_rois(box_file)
+            else:
+                rows = rows_of(read_box_table(box_file), case)
+        except (ValueError, KeyError, OSError) as err:
+            raise CaseError(case, box_file, f"unreadable box file: {err}") from None
+        if not rows:
+            raise CaseError(case, box_file, "no box for this case in the file")
+        return "file", records_from_rows(rows, image, case, box_file)
+    if label is not None and tumor_values is not None and np.isin(sitk.GetArrayViewFromImage(label), tumor_values).any():
+        return "label", make_boxes(case, image, label, label_path, margin_mm, tumor_values)
+    return "none", []
 
 
 def preprocess_case(
     case,
     image_path,
     label_path,
-    boxes_json,
+    out_boxes,
     out_image,
     out_label,
     out_geometry,
     *,
+    box_rows=None,
+    box_file=None,
+    needs_boxes=True,
+    margin_mm,
     spacing_mm,
     roi_size_mm,
     window_hu,
     tumor_values,
     organ_values,
 ):
-    """Preprocess step: ROI around the lesion-bearing organ, resampled, windowed, normalised."""
+    """Preprocess step: the case's boxes, then the ROI around them or the lesion-bearing organ,
+    resampled, windowed and normalised.
+
+    Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
+    cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
+    """
     from boxseg.preprocess import crop_roi, load_case
 
-    image, label = load_case(case, image_path, label_path)
-    boxes = read_json(boxes_json)["boxes"]
+    image, label = load_case(case, image_path, label_path or None)
+    source, boxes = case_boxes(case, image, label, box_rows=box_rows, box_file=box_file, margin_mm=margin_mm,
+                               tumor_values=tumor_values, label_path=label_path)
+    if needs_boxes and not boxes:
+        what = label_path or "case sheet"
+        raise CaseError(case, what, f"a training case needs boxes: no box given and no lesion voxels (label values {list(tumor_values)})")
+    if not boxes and (label is None or not np.isin(sitk.GetArrayViewFromImage(label), list(tumor_values) + list(organ_values)).any()):
+        raise CaseError(case, label_path or image_path, "no box and no organ label to place the region of interest")
+    log.info("case %s: %d box(es) from %s, margin %.2f mm", case, len(boxes), source, margin_mm if source == "label" else 0.0)
     roi_image, roi_label, geometry = crop_roi(
         case,
         image,
-        label,
+        label if source not in USER_BOX_SOURCES else None,
         boxes,
         spacing_mm=spacing_mm,
         roi_size_mm=roi_size_mm,
@@ -76,11 +113,21 @@ def preprocess_case(
         tumor_values=tumor_values,
         organ_values=organ_values,
     )
+    if roi_label is None and label is not None:
+        roi_label = crop_label(label, roi_image, tumor_values)
     if roi_label is None:
         roi_label = array_like(np.zeros(roi_image.GetSize()[::-1], np.uint8), roi_image)
     write_image(roi_label, out_label)
     write_json(geometry, out_geometry)
     write_image(roi_image, out_image)
+    write_json({"case": case, "source": source, "margin_mm": float(margin_mm) if source == "label" else 0.0, "boxes": boxes}, out_boxes)
+
+
+def crop_label(label, roi_image, tumor_values):
+    from boxseg.geometry import resample
+
+    lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), label)
+    return resample(lesion, roi_image, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 def roi_boxes(boxes_json, geometry_json, roi_image: sitk.Image):
@@ -132,64 +179,68 @@ def train_model(image_paths, target_paths, out_model, out_loss, *, settings, wei
     train(images, targets, settings, out_model, out_loss, voxel_weights=weights, device=dev, checkpoint_path=checkpoint)
 
 
-def predict_roi(case, roi_image_path, model_paths, out_paths, *, threads=1, device="auto", threshold=0.5):
-    """Binary predictions of each model on one case's ROI (group inference)."""
+def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, geometry_json, out_predictions, out_fusion, out_weight, *, crf_params, threads=1, device="auto", threshold=0.5):
+    """Stage 2 per case: group models' masks P1..PK, FM = ConvCRF(PM or P1 or ... or PK),
+    V = PM + sum Pk with V = 0 -> K + 1."""
+    from boxseg.convcrf import CRFParams, refine_mask
     from boxseg.device import configure_torch, select_device
+    from boxseg.fusion import fusion_union, weight_map
+    from boxseg.preprocess import roi_box_mask
     from boxseg.training import load_model, predict_probability
 
     configure_torch(threads)
     dev = select_device(device)
     image, roi = _array(roi_image_path, case)
-    for model_path, out_path in zip(model_paths, out_paths):
-        model, patch = load_model(model_path, dev)
-        mask = predict_probability(model, image, patch, dev) > threshold
-        write_image(array_like(mask.astype(np.uint8), roi), out_path)
-
-
-def fuse_case(case, roi_image_path, pseudo_mask_path, prediction_paths, boxes_json, geometry_json, out_fusion, out_weight, *, crf_params, threads=1, device="auto"):
-    """Stage 2 per case: FM = ConvCRF(PM or P1 or ... or PK), V = PM + sum Pk with V = 0 -> K + 1."""
-    from boxseg.convcrf import CRFParams, refine_mask
-    from boxseg.device import configure_torch, select_device
-    from boxseg.fusion import fusion_union, weight_map
-    from boxseg.preprocess import roi_box_mask
-
-    configure_torch(threads)
-    image, roi = _array(roi_image_path, case)
     pm = _array(pseudo_mask_path, case, np.uint8)[0] > 0
-    preds = [_array(p, case, np.uint8)[0] > 0 for p in prediction_paths]
+    preds = []
+    for model_path, out_path in zip(model_paths, out_predictions):
+        model, patch = load_model(model_path, dev)
+        preds.append(predict_probability(model, image, patch, dev) > threshold)
+        write_image(array_like(preds[-1].astype(np.uint8), roi), out_path)
     allowed = roi_box_mask(roi_boxes(boxes_json, geometry_json, roi), image.shape)
     union = fusion_union(pm, preds)
-    prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=select_device(device, claim=False))
+    prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=dev)
     fusion = prob > 0.5
     weights = weight_map(pm, preds)
-    log.info("case %s: PM %d, union %d, fusion %d voxels", case, int(pm.sum()), int(union.sum()), int(fusion.sum()))
+    log.info("case %s: PM %d, group models %s, union %d, fusion %d voxels", case, int(pm.sum()), [int(p.sum()) for p in preds], int(union.sum()), int(fusion.sum()))
     write_image(array_like(weights.astype(np.float32), roi), out_weight)
     write_image(array_like(fusion.astype(np.uint8), roi), out_fusion)
 
 
-def predict_case(case, roi_image_path, image_path, model_path, out_probability, out_mask, *, postprocess="largest_component", flip_tta=False, threads=1, device="auto"):
-    """Final inference: ROI probability, mapped back to the original grid, thresholded and post-processed."""
+def predict_case(case, roi_image_path, image_path, model_path, boxes_json, out_probability, out_mask, *, postprocess="largest_component", flip_tta=False, threads=1, device="auto"):
+    """Final inference: ROI probability, mapped back to the original grid, thresholded and post-processed.
+
+    ``largest_component`` keeps the largest 18-connected component inside each box drawn by
+    a user (every lesion kept), or the largest component overall when the case's boxes come
+    from its label (research mode: test labels only evaluate) or it has none.
+    """
+    from boxseg.boxes import box_mask
     from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
-    from boxseg.postprocess import largest_component
+    from boxseg.postprocess import largest_component, largest_component_per_region
     from boxseg.training import load_model, predict_probability
 
     configure_torch(threads)
     dev = select_device(device)
     image, roi = _array(roi_image_path, case)
     original = read_image(image_path, case)
+    boxes = read_json(boxes_json)
     model, patch = load_model(model_path, dev)
     prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
     mask = to_original_grid(prob_roi, original) > 0.5
     if postprocess == "largest_component":
-        mask = largest_component(mask)
+        if boxes["source"] in USER_BOX_SOURCES:
+            mask = largest_component_per_region(mask, box_mask(boxes["boxes"], original))
+        else:
+            mask = largest_component(mask)
     elif postprocess != "none":
         raise ValueError(f"unknown postprocess {postprocess!r}")
+    log.info("case %s: %d voxels in the mask (%s, boxes from %s)", case, int(mask.sum()), postprocess, boxes["source"])
     write_image(prob_roi, out_probability)
     write_image(array_like(mask.astype(np.uint8), original), out_mask)
 
 
-def evaluate_case(case, prediction_path, image_path, label_path, boxes_json, out_tsv, *, tumor_values):
+def evaluate_case(case, prediction_path, image_path, label_path, boxes_json, out_tsv, *, tumor_values, method="weak"):
     """Scores of the prediction and of the box itself against the reference lesion, on the original grid."""
     import pandas as pd
 
@@ -200,8 +251,9 @@ def evaluate_case(case, prediction_path, image_path, label_path, boxes_json, out
     image = read_image(image_path, case)
     ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
     pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
-    box = box_mask(read_json(boxes_json)["boxes"], image) > 0
+    boxes = read_json(boxes_json)["boxes"]
     spacing = _spacing_zyx(image)
     s = score(pred, ref, spacing)
-    row = {"case": case, **s.as_dict(), "box_dsc": score(box, ref, spacing).dsc}
+    box_dsc = score(box_mask(boxes, image) > 0, ref, spacing).dsc if boxes else float("nan")
+    row = {"case": case, "method": method, **s.as_dict(), "box_dsc": box_dsc}
     write_text(pd.DataFrame([row]).to_csv(sep="\t", index=False, float_format="%.6g"), out_tsv)

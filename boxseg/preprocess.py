@@ -49,20 +49,28 @@ def crop_roi(
     """Crop and resample the region of interest around the lesion-bearing organ.
 
     The ROI is centred on the organ component (e.g. kidney) that holds the
-    lesion when a label with organ values is given, else on the boxes; it is
-    shifted so that every box lies inside it.
+    lesion when a label with organ values is given (the largest organ component
+    when the label has no lesion), else on the boxes; it is shifted so that
+    every box lies inside it.
 
     Returns:
         (roi_image [0, 1] float32, roi_label uint8 lesion mask or None, geometry dict)
     """
-    box_lo = np.min([b["index_lo"] for b in boxes], axis=0)
-    box_hi = np.max([b["index_hi"] for b in boxes], axis=0)
-    region_lo, region_hi = box_lo, box_hi
+    region_lo = region_hi = None
     if label is not None:
         region = lesion_bearing_region(sitk.GetArrayViewFromImage(label), tumor_values, organ_values)
         bb = bounding_box(region)
         if bb is not None:
             region_lo, region_hi = bb
+    if boxes:
+        box_lo = np.min([b["index_lo"] for b in boxes], axis=0)
+        box_hi = np.max([b["index_hi"] for b in boxes], axis=0)
+    elif region_lo is not None:
+        box_lo, box_hi = region_lo, region_hi
+    else:
+        raise ValueError(f"case {case}: no box and no organ or lesion label to place the region of interest")
+    if region_lo is None:
+        region_lo, region_hi = box_lo, box_hi
     centre = roi_centre(image, region_lo, region_hi, box_lo, box_hi, roi_size_mm, spacing_mm)
     reference = roi_reference(image, centre, roi_size_mm, spacing_mm)
     hu = resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)

@@ -12,22 +12,25 @@ SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
 
 def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
-    """Concatenate per-case metric rows; summarise mean, sd, median and the count of finite values."""
-    table = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True).sort_values("case")
+    """Concatenate per-case metric rows; per method, the mean, sd, median and count of finite values."""
+    table = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
+    table = table.sort_values(["method", "case"], kind="stable")
     rows = []
-    for name in SCORES:
-        values = table[name].astype(float)
-        finite = values[np.isfinite(values)]
-        rows.append(
-            {
-                "score": name,
-                "mean": finite.mean(),
-                "sd": finite.std(ddof=1) if len(finite) > 1 else np.nan,
-                "median": finite.median(),
-                "n": len(finite),
-                "n_undefined": int(len(values) - len(finite)),
-            }
-        )
+    for method, part in table.groupby("method", sort=False):
+        for name in SCORES:
+            values = part[name].astype(float)
+            finite = values[np.isfinite(values)]
+            rows.append(
+                {
+                    "method": method,
+                    "score": name,
+                    "mean": finite.mean(),
+                    "sd": finite.std(ddof=1) if len(finite) > 1 else np.nan,
+                    "median": finite.median(),
+                    "n": len(finite),
+                    "n_undefined": int(len(values) - len(finite)),
+                }
+            )
     summary = pd.DataFrame(rows)
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), out_metrics)
     write_text(summary.to_csv(sep="\t", index=False, float_format="%.6g"), out_summary)
@@ -63,14 +66,14 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
         ax.contour(ref[z], [0.5], colors="lime", linewidths=1.2)
     if pred[z].any():
         ax.contour(pred[z], [0.5], colors="red", linewidths=1.2)
-    ax.set_title(f"{case} slice {z}: DSC {scores['dsc']:.3f} (box {scores['box_dsc']:.3f})", fontsize=9)
+    ax.set_title(f"{case} ({scores.get('method', '')}) slice {z}: DSC {scores['dsc']:.3f} (box {scores['box_dsc']:.3f})", fontsize=9)
     ax.axis("off")
     _savefig(fig, out_png)
     plt.close(fig)
 
 
-def loss_figure(group_logs, final_log, out_png):
-    """Loss per epoch of every group model and of the final model."""
+def loss_figure(group_logs, final_logs, out_png):
+    """Loss per epoch of every group model and of each method's final model (``{method: path}``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,8 +83,9 @@ def loss_figure(group_logs, final_log, out_png):
     for k, path in enumerate(group_logs):
         t = pd.read_csv(path, sep="\t")
         ax.plot(t["step"], t["loss"], label=f"group model {k} (WCE)", alpha=0.7)
-    t = pd.read_csv(final_log, sep="\t")
-    ax.plot(t["step"], t["loss"], label="final model", color="black", linewidth=2)
+    for i, (method, path) in enumerate(final_logs.items()):
+        t = pd.read_csv(path, sep="\t")
+        ax.plot(t["step"], t["loss"], label=f"final model: {method}", color=f"C{7 + i}" if i else "black", linewidth=2)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean per epoch)")
     ax.set_yscale("log")

@@ -12,8 +12,9 @@ def run_step(snakemake, step) -> None:
     """Run ``step(snakemake)`` with stderr and logging sent to the rule's log.
 
     A ``CaseError`` (bad input) ends the job with one line naming the case, the
-    file and the problem, in the log and as the job's error.
+    file and the problem, in the log and on the terminal (the job's stderr).
     """
+    terminal = sys.stderr
     if snakemake.log:
         sys.stderr = open(snakemake.log[0], "w", buffering=1)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
@@ -21,4 +22,6 @@ def run_step(snakemake, step) -> None:
         step(snakemake)
     except CaseError as err:
         logging.getLogger("boxseg").error("%s", err)
+        if terminal is not sys.stderr:
+            print(f"ERROR {err}", file=terminal, flush=True)  # the one line, also where the user looks
         raise SystemExit(f"ERROR {err}") from None

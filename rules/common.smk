@@ -8,6 +8,7 @@ from boxseg.dataset import (
     read_sheet,
     synthetic_sheet,
 )
+from boxseg.boxes import box_rows, read_box_table
 from boxseg.io import CASE_ID_PATTERN
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -17,6 +18,8 @@ if config.get("dataset_dir"):
     DATASET["dir"] = config["dataset_dir"]
 if config.get("sheet"):
     DATASET["sheet"] = config["sheet"]
+if config.get("boxes_table"):
+    config["boxes"]["table"] = config["boxes_table"]
 
 
 def build_sheet():
@@ -37,26 +40,84 @@ def build_sheet():
         DATASET.get("test_cases", []),
         DATASET.get("test_fraction", 0.25),
         DATASET.get("split_seed", 0),
+        DATASET.get("image_name", "imaging.nii.gz"),
+        DATASET.get("label_name", "segmentation.nii.gz"),
     )
 
 
-CASES = check_sheet(build_sheet())
+def build_cases():
+    """The dataset's sheet plus the cases of --config predict_sheet=PATH (split 'predict')."""
+    sheet = build_sheet()
+    if config.get("predict_sheet"):
+        sheet = pd.concat(
+            [sheet, read_sheet(config["predict_sheet"], default_split="predict")],
+            ignore_index=True,
+        )
+    return sheet
+
+
+def sheet_name():
+    names = {
+        "synthetic": "synthetic sheet",
+        "sheet": DATASET.get("sheet"),
+        "kits": DATASET.get("dir"),
+    }
+    name = str(names[DATASET["source"]])
+    if config.get("predict_sheet"):
+        name += f" + {config['predict_sheet']}"
+    return name
+
+
+BOX_TABLE = (
+    read_box_table(config["boxes"]["table"]) if config["boxes"].get("table") else None
+)
+_SHEET = build_cases()
+CASES = check_sheet(
+    _SHEET,
+    [] if BOX_TABLE is None else sorted(set(BOX_TABLE["case"])),
+    sheet_name(),
+)
 validate(CASES, schema="../schemas/cases.schema.yaml")
-TRAIN = sorted(CASES.query("split == 'train'")["case"])
-TEST = sorted(CASES.query("split == 'test'")["case"])
+if BOX_TABLE is not None:
+    _unknown = sorted(set(BOX_TABLE["case"]) - set(CASES["case"]))
+    if _unknown:
+        raise ValueError(
+            f"box table {config['boxes']['table']} names case(s) not in the case sheet: {_unknown[:10]}"
+        )
+BOX_ROWS = (
+    {}
+    if BOX_TABLE is None
+    else {c: box_rows(BOX_TABLE, c) for c in sorted(set(BOX_TABLE["case"]))}
+)
+SPLIT = dict(zip(CASES["case"], CASES["split"]))
+TRAIN = sorted(c for c, s in SPLIT.items() if s == "train")
+TEST = sorted(c for c, s in SPLIT.items() if s == "test")
+PREDICT = sorted(c for c, s in SPLIT.items() if s == "predict")
 K = config["groups"]["k"]
 GROUP_OF = assign_groups(TRAIN, K, config["groups"]["seed"])
 TUMOR = DATASET["tumor_values"]
 ORGAN = DATASET["organ_values"]
+METHODS = config["methods"]
+MODEL = config.get("model")  # a trained final model to use instead of training one
 
 
 wildcard_constraints:
     case=CASE_ID_PATTERN,
     k=r"\d+",
+    method="|".join(METHODS),
 
 
 IMAGE = dict(zip(CASES["case"], CASES["image"]))
 LABEL = dict(zip(CASES["case"], CASES["label"]))
+BOX_FILE = dict(zip(CASES["case"], CASES["boxes"]))
+EVALUATED = [c for c in TEST if LABEL[c]]  # test cases with a reference label
+UNLABELLED = [c for c in TEST if not LABEL[c]] + PREDICT
+if "full" in METHODS:
+    _no_label = [c for c in TRAIN if not LABEL[c]]
+    if _no_label:
+        raise ValueError(
+            f"method 'full' trains on labels, but training case(s) have none: {_no_label[:10]}"
+        )
 
 
 def settings(section):
@@ -72,24 +133,53 @@ def label_of(wildcards):
     return LABEL[wildcards.case]
 
 
+def case_inputs(wildcards):
+    """A case's image, and its label and box file where the sheet gives them."""
+    inputs = {"image": IMAGE[wildcards.case]}
+    if LABEL[wildcards.case]:
+        inputs["label"] = LABEL[wildcards.case]
+    if BOX_FILE[wildcards.case]:
+        inputs["box_file"] = BOX_FILE[wildcards.case]
+    return inputs
+
+
+def model_of(wildcards):
+    return MODEL or f"results/models/{wildcards.method}/model.pt"
+
+
 def group_cases(k):
     return sorted(c for c, g in GROUP_OF.items() if g == int(k))
 
 
 def final_targets():
-    return [
-        "results/cases.tsv",
-        "results/metrics.tsv",
-        "results/summary.tsv",
-        expand("results/figures/cases/{case}.png", case=TEST),
-        "results/figures/training_loss.png",
-    ]
+    targets = ["results/cases.tsv"]
+    if EVALUATED:
+        targets += [
+            "results/metrics.tsv",
+            "results/summary.tsv",
+            expand(
+                "results/figures/cases/{method}/{case}.png",
+                method=METHODS,
+                case=EVALUATED,
+            ),
+        ]
+    targets += expand(
+        "results/predictions/{method}/{case}/mask.nii.gz",
+        method=METHODS,
+        case=UNLABELLED,
+    )
+    if not MODEL:
+        targets.append("results/figures/training_loss.png")
+    return targets
 
 
 def final_training_inputs(wildcards):
-    """Fusion masks and weight maps (K > 0), or pseudo-masks alone (K = 0)."""
+    """weak: fusion masks and weight maps (K > 0) or pseudo-masks (K = 0);
+    full: the true lesion masks, same network and budget, WCE."""
     inputs = {"images": expand("results/roi/{case}/image.nii.gz", case=TRAIN)}
-    if K > 0:
+    if wildcards.method == "full":
+        inputs["targets"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
+    elif K > 0:
         inputs["targets"] = expand("results/fusion/{case}/fusion.nii.gz", case=TRAIN)
         if config["final"]["loss"] == "vwce":
             inputs["weights"] = expand(

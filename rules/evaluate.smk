@@ -1,26 +1,35 @@
 rule evaluate:
-    """DSC, HD, HD95 and ASD (mm) of the prediction, and the DSC of the box itself."""
+    """DSC, HD, HD95 and ASD (mm) of the prediction and the DSC of the box itself; an axial
+    overlay through the lesion with reference (green) and predicted (red) contours."""
     input:
-        prediction="results/predictions/{case}/mask.nii.gz",
+        prediction="results/predictions/{method}/{case}/mask.nii.gz",
         image=image_of,
         label=label_of,
         boxes="results/boxes/{case}.json",
     output:
-        "results/metrics/{case}.tsv",
+        metrics="results/metrics/{method}/{case}.tsv",
+        overlay=report(
+            "results/figures/cases/{method}/{case}.png",
+            caption="../report/overlay.rst",
+            category="Test cases",
+            subcategory="{method}",
+            labels={"case": "{case}", "method": "{method}"},
+        ),
     log:
-        "logs/evaluate/{case}.log",
+        "logs/evaluate/{method}/{case}.log",
     conda:
         "../envs/boxseg.yaml"
     params:
         tumor_values=TUMOR,
+        window_hu=config["preprocess"]["window_hu"],
     script:
         "../workflow_scripts/evaluate.py"
 
 
 rule summarise:
-    """One row per test case, and the mean, sd and median of each score."""
+    """One row per test case and method, and per method the mean, sd and median of each score."""
     input:
-        expand("results/metrics/{case}.tsv", case=TEST),
+        expand("results/metrics/{method}/{case}.tsv", method=METHODS, case=EVALUATED),
     output:
         metrics=report(
             "results/metrics.tsv",
@@ -40,36 +49,13 @@ rule summarise:
         "../workflow_scripts/summarise.py"
 
 
-rule overlay:
-    """Axial slice through the lesion with reference (green) and predicted (red) contours."""
-    input:
-        image=image_of,
-        label=label_of,
-        prediction="results/predictions/{case}/mask.nii.gz",
-        metrics="results/metrics/{case}.tsv",
-    output:
-        report(
-            "results/figures/cases/{case}.png",
-            caption="../report/overlay.rst",
-            category="Test cases",
-            labels={"case": "{case}"},
-        ),
-    log:
-        "logs/overlay/{case}.log",
-    conda:
-        "../envs/boxseg.yaml"
-    params:
-        tumor_values=TUMOR,
-        window_hu=config["preprocess"]["window_hu"],
-    script:
-        "../workflow_scripts/overlay.py"
-
-
 rule loss_curves:
-    """Training loss per epoch of the group models and the final model."""
+    """Training loss per epoch of the group models and each method's final model."""
     input:
-        groups=expand("results/group/model_{k}/loss.tsv", k=range(K)),
-        final="results/final/loss.tsv",
+        groups=expand(
+            "results/group/model_{k}/loss.tsv", k=range(K) if "weak" in METHODS else []
+        ),
+        final=expand("results/models/{method}/loss.tsv", method=METHODS),
     output:
         report(
             "results/figures/training_loss.png",
@@ -80,5 +66,7 @@ rule loss_curves:
         "logs/loss_curves.log",
     conda:
         "../envs/boxseg.yaml"
+    params:
+        methods=METHODS,
     script:
         "../workflow_scripts/loss_curves.py"

@@ -1,14 +1,16 @@
 rule train_final:
-    """Stage 3: the final 3D UNet on all training cases, with VWCE (or WCE)."""
+    """Stage 3: the final 3D UNet on all training cases. weak: fusion masks with VWCE (or WCE);
+    full: the true masks with WCE, same network and budget (the fully supervised reference).
+    """
     input:
         unpack(final_training_inputs),
     output:
-        model="results/final/model.pt",
-        loss="results/final/loss.tsv",
+        model="results/models/{method}/model.pt",
+        loss="results/models/{method}/loss.tsv",
     log:
-        "logs/train_final.log",
+        "logs/train_final/{method}.log",
     benchmark:
-        "results/benchmarks/train_final.tsv"
+        "results/benchmarks/train_final/{method}.tsv"
     conda:
         "../envs/boxseg.yaml"
     threads: 4
@@ -17,22 +19,23 @@ rule train_final:
     params:
         settings=settings("final_training"),
         device=config["device"],
-        checkpoint="results/final/checkpoint.pt",
+        checkpoint=lambda wc: f"results/models/{wc.method}/checkpoint.pt",
     script:
         "../workflow_scripts/train.py"
 
 
-rule predict:
-    """Final model on a test case; mask on the case's original image grid, post-processed."""
+rule infer:
+    """Final model on a test or new case; mask on the case's original image grid, post-processed."""
     input:
         roi="results/roi/{case}/image.nii.gz",
         image=image_of,
-        model="results/final/model.pt",
+        boxes="results/boxes/{case}.json",
+        model=model_of,
     output:
-        probability="results/predictions/{case}/probability_roi.nii.gz",
-        mask="results/predictions/{case}/mask.nii.gz",
+        probability="results/predictions/{method}/{case}/probability_roi.nii.gz",
+        mask="results/predictions/{method}/{case}/mask.nii.gz",
     log:
-        "logs/predict/{case}.log",
+        "logs/infer/{method}/{case}.log",
     conda:
         "../envs/boxseg.yaml"
     threads: 1
@@ -43,4 +46,14 @@ rule predict:
         flip_tta=config["final"]["flip_tta"],
         device=config["device"],
     script:
-        "../workflow_scripts/predict.py"
+        "../workflow_scripts/infer.py"
+
+
+rule predict:
+    """Target: masks of the cases to predict (split 'predict', e.g. --config predict_sheet=PATH)."""
+    input:
+        expand(
+            "results/predictions/{method}/{case}/mask.nii.gz",
+            method=METHODS,
+            case=PREDICT,
+        ),

@@ -29,36 +29,19 @@ if K > 0:
         script:
             "../workflow_scripts/train.py"
 
-    rule predict_groups:
-        """Every group model on one training case (binary masks P_m1 ... P_mK)."""
-        input:
-            image="results/roi/{case}/image.nii.gz",
-            models=expand("results/group/model_{k}/model.pt", k=range(K)),
-        output:
-            expand("results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)),
-        log:
-            "logs/predict_groups/{case}.log",
-        conda:
-            "../envs/boxseg.yaml"
-        threads: 1
-        resources:
-            gpu=1,
-        params:
-            device=config["device"],
-        script:
-            "../workflow_scripts/predict_groups.py"
-
     rule fuse:
-        """Fusion mask FM = ConvCRF(PM or P1 ... or PK) and weight map V = PM + sum Pk (0 -> K+1)."""
+        """Group models' masks P1..PK of a training case, fusion mask FM = ConvCRF(PM or P1 ... or PK)
+        and weight map V = PM + sum Pk (0 -> K+1)."""
         input:
             image="results/roi/{case}/image.nii.gz",
             pseudo_mask="results/pseudomasks/{case}.nii.gz",
-            predictions=expand(
-                "results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)
-            ),
+            models=expand("results/group/model_{k}/model.pt", k=range(K)),
             boxes="results/boxes/{case}.json",
             geometry="results/roi/{case}/geometry.json",
         output:
+            predictions=expand(
+                "results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)
+            ),
             fusion="results/fusion/{case}/fusion.nii.gz",
             weight="results/fusion/{case}/weight.nii.gz",
         log:
@@ -66,6 +49,8 @@ if K > 0:
         conda:
             "../envs/boxseg.yaml"
         threads: 1
+        resources:
+            gpu=1,
         params:
             crf=settings("crf"),
             device=config["device"],

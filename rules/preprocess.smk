@@ -1,10 +1,10 @@
 rule preprocess:
-    """ROI around the lesion-bearing organ: resampled, HU-windowed, min-max normalised."""
+    """Boxes of the case (box table, box file, or the label's lesions enlarged by margin_mm),
+    then the ROI: resampled, HU-windowed, min-max normalised."""
     input:
-        image=image_of,
-        label=label_of,
-        boxes="results/boxes/{case}.json",
+        unpack(case_inputs),
     output:
+        boxes="results/boxes/{case}.json",
         image="results/roi/{case}/image.nii.gz",
         label="results/roi/{case}/label.nii.gz",
         geometry="results/roi/{case}/geometry.json",
@@ -13,6 +13,9 @@ rule preprocess:
     conda:
         "../envs/boxseg.yaml"
     params:
+        box_rows=lambda wc: BOX_ROWS.get(wc.case, []),
+        needs_boxes=lambda wc: SPLIT[wc.case] == "train",
+        margin_mm=config["boxes"]["margin_mm"],
         spacing_mm=config["preprocess"]["spacing_mm"],
         roi_size_mm=config["preprocess"]["roi_size_mm"],
         window_hu=config["preprocess"]["window_hu"],

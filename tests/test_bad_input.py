@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from boxseg.io import CaseError
-from boxseg.pipeline import make_case_boxes, preprocess_case
+from boxseg.pipeline import preprocess_case
 from tests.conftest import ROOT, sphere
 
 
@@ -28,7 +28,12 @@ def case_files(tmp_path):
 
 
 def _boxes(case, image, label, out, **kw):
-    make_case_boxes(case, image, label, out, margin_mm=kw.get("margin_mm", 2.0), tumor_values=kw.get("tumor_values", [2]))
+    """The preprocess step (boxes, then the ROI) with its outputs beside ``out``."""
+    d = out.parent
+    preprocess_case(case, image, label, out, d / "roi.nii.gz", d / "roi_label.nii.gz", d / "geometry.json",
+                    box_rows=kw.get("box_rows"), box_file=kw.get("box_file"), needs_boxes=kw.get("needs_boxes", True),
+                    margin_mm=kw.get("margin_mm", 2.0), spacing_mm=(2, 2, 2), roi_size_mm=(32, 32, 32),
+                    window_hu=(-200, 500), tumor_values=kw.get("tumor_values", [2]), organ_values=[1])
 
 
 def _one_line(err: CaseError, case: str, fragment: str):
@@ -84,15 +89,33 @@ class TestBadInput:
             _boxes("c6", d / "flat.nii.gz", label, d / "b.json")
         _one_line(err.value, "c6", "expected a 3D image")
 
+    def test_box_outside_the_image(self, case_files):
+        d, image, label = case_files
+        rows = [{"lesion": 1, "coordinates": "index", "min": [30, 30, 2], "max": [40, 40, 6]}]
+        with pytest.raises(CaseError) as err:
+            _boxes("c8", image, label, d / "b.json", box_rows=rows)
+        _one_line(err.value, "c8", "box table: box 1 lies outside the image")
+        (d / "roi.mrk.json").write_text(
+            '{"markups": [{"type": "ROI", "coordinateSystem": "LPS", "center": [500, 0, 0], "size": [4, 4, 4]}]}'
+        )
+        with pytest.raises(CaseError) as err:
+            _boxes("c8", image, label, d / "b.json", box_file=d / "roi.mrk.json")
+        _one_line(err.value, "c8", "roi.mrk.json: box 1 lies outside the image")
+        assert not (d / "b.json").exists() and not (d / "roi.nii.gz").exists()
+
+    def test_unreadable_box_file(self, case_files):
+        d, image, label = case_files
+        (d / "boxes.mrk.json").write_text("{not json")
+        with pytest.raises(CaseError) as err:
+            _boxes("c9", image, label, d / "b.json", box_file=d / "boxes.mrk.json")
+        _one_line(err.value, "c9", "boxes.mrk.json: unreadable box file")
+
     def test_failed_step_leaves_no_output(self, case_files):
         d, image, label = case_files
-        _boxes("c7", image, label, d / "b.json")
         (d / "broken.nii.gz").write_bytes(b"garbage")
         with pytest.raises(CaseError):
-            preprocess_case("c7", image, d / "broken.nii.gz", d / "b.json", d / "roi.nii.gz", d / "roi_label.nii.gz",
-                            d / "geometry.json", spacing_mm=(2, 2, 2), roi_size_mm=(32, 32, 32), window_hu=(-200, 500),
-                            tumor_values=[2], organ_values=[1])
-        assert not list(d.glob("roi*")) and not (d / "geometry.json").exists()
+            _boxes("c7", image, d / "broken.nii.gz", d / "b.json")
+        assert not list(d.glob("roi*")) and not (d / "geometry.json").exists() and not (d / "b.json").exists()
 
 
 def test_unknown_config_key_is_rejected(tmp_path):
@@ -103,3 +126,26 @@ def test_unknown_config_key_is_rejected(tmp_path):
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert out.returncode != 0 and "margn" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "cases, problem",
+    [(["a", "a"], "case a: {sheet}: duplicate case id"), (["ok", "a/b"], "case a/b: {sheet}: invalid case id"),
+     (["ok", "x..y"], "case x..y: {sheet}: invalid case id")],
+)
+def test_bad_case_ids_in_a_sheet_name_the_case_and_the_sheet(tmp_path, cases, problem):
+    image, label = tmp_path / "i.nii.gz", tmp_path / "l.nii.gz"
+    lesion = sphere((12, 24, 24), (6, 12, 12), 4.0)
+    _write(image, lesion.astype(np.int16))
+    _write(label, (lesion * 2).astype(np.uint8))
+    sheet = tmp_path / "cases.tsv"
+    sheet.write_text("case\timage\tlabel\tsplit\n" + "".join(f"{c}\t{image}\t{label}\ttrain\n" for c in cases))
+    (tmp_path / "source.yaml").write_text("dataset:\n  source: sheet\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "--cores", "1",
+         "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "source.yaml"), "--config", f"sheet={sheet}"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert out.returncode != 0
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if problem.format(sheet=sheet) in line]
+    assert len(lines) == 1, out.stdout + out.stderr

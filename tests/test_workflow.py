@@ -1,5 +1,6 @@
 """Integration: the real workflow, end to end, on a tiny configuration."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -45,20 +46,22 @@ def tiny_run(tmp_path_factory):
 class TestTinyWorkflow:
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
-        assert metrics["case"].tolist() == ["case_00004"]
+        assert metrics["case"].tolist() == ["case_00004"] * 2 and metrics["method"].tolist() == ["full", "weak"]
         for column in ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]:
             assert column in metrics
         assert 0.0 <= metrics["dsc"][0] <= 1.0 and 0.0 < metrics["box_dsc"][0] < 1.0
         summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
-        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
+        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 2
+        assert summary["method"].tolist() == ["full"] * 5 + ["weak"] * 5
 
     def test_mask_on_the_original_grid(self, tiny_run):
         image = sitk.ReadImage(str(tiny_run / "results/data/case_00004/imaging.nii.gz"))
-        mask = sitk.ReadImage(str(tiny_run / "results/predictions/case_00004/mask.nii.gz"))
-        assert mask.GetSize() == image.GetSize()
-        assert np.allclose(mask.GetSpacing(), image.GetSpacing())
-        assert np.allclose(mask.GetOrigin(), image.GetOrigin())
-        assert np.allclose(mask.GetDirection(), image.GetDirection())
+        for method in ("weak", "full"):
+            mask = sitk.ReadImage(str(tiny_run / f"results/predictions/{method}/case_00004/mask.nii.gz"))
+            assert mask.GetSize() == image.GetSize()
+            assert np.allclose(mask.GetSpacing(), image.GetSpacing())
+            assert np.allclose(mask.GetOrigin(), image.GetOrigin())
+            assert np.allclose(mask.GetDirection(), image.GetDirection())
 
     def test_stage_outputs_and_logs(self, tiny_run):
         r = tiny_run / "results"
@@ -67,8 +70,10 @@ class TestTinyWorkflow:
             assert loss["step"].tolist() == [4, 8, 12]
         weight = sitk.GetArrayFromImage(sitk.ReadImage(str(r / "fusion/case_00000/weight.nii.gz")))
         assert set(np.unique(weight)) <= {1, 2, 3} and (weight == 3).any()  # K + 1 = 3 where V = 0
-        assert (r / "figures/cases/case_00004.png").stat().st_size > 0
-        assert (tiny_run / "logs/train_final.log").exists()
+        assert (r / "figures/cases/weak/case_00004.png").stat().st_size > 0
+        assert (r / "group/predictions/case_00000/model_1.nii.gz").exists()
+        assert (tiny_run / "logs/train_final/full.log").exists()
+        assert json.loads((r / "boxes/case_00000.json").read_text())["source"] == "label"
         assert not list(r.glob("**/checkpoint.pt"))
 
     def test_rerun_is_a_no_op(self, tiny_run):
@@ -86,10 +91,10 @@ def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
     counts = _job_counts(out)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     n_train, n_test = config["dataset"]["synthetic_train"], config["dataset"]["synthetic_test"]
-    assert counts["phantom"] == counts["box"] == counts["preprocess"] == n_train + n_test
-    assert counts["pseudo_mask"] == counts["predict_groups"] == counts["fuse"] == n_train
-    assert counts["train_group"] == config["groups"]["k"] == 3 and counts["train_final"] == 1
-    assert counts["predict"] == counts["evaluate"] == counts["overlay"] == n_test
+    assert counts["phantom"] == counts["preprocess"] == n_train + n_test
+    assert counts["pseudo_mask"] == counts["fuse"] == n_train
+    assert counts["train_group"] == config["groups"]["k"] == 3 and counts["train_final"] == len(config["methods"]) == 1
+    assert counts["infer"] == counts["evaluate"] == n_test
 
 
 def _copy_run(tiny_run, tmp_path):
@@ -119,16 +124,16 @@ class TestRerunsTouchOnlyWhatChanged:
         work = _copy_run(tiny_run, tmp_path)
         _edit_volume(work / "results/data/case_00004/imaging.nii.gz", lambda a: a.__setitem__((0, 0, 0), a[0, 0, 0] + 1))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts == {"box": 1, "preprocess": 1, "predict": 1, "evaluate": 1, "overlay": 1, "summarise": 1, "all": 1, "total": 7}
+        assert counts == {"preprocess": 1, "infer": 2, "evaluate": 2, "summarise": 1, "all": 1, "total": 7}  # 2 methods
 
     def test_changed_training_label_retrains_its_group_only(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
         _edit_volume(work / "results/data/case_00000/segmentation.nii.gz", _add_lesion_voxel)
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts["box"] == counts["preprocess"] == counts["pseudo_mask"] == 1
+        assert counts["preprocess"] == counts["pseudo_mask"] == 1
         assert counts["train_group"] == 1  # only the subset holding case_00000
-        assert counts["predict_groups"] == counts["fuse"] == 4 and counts["train_final"] == 1
-        assert counts["predict"] == 1 and "phantom" not in counts
+        assert counts["fuse"] == 4 and counts["train_final"] == 2  # weak and full both train on case_00000
+        assert counts["infer"] == 2 and "phantom" not in counts
 
     def test_changed_hyperparameter_reruns_training_not_preprocessing(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
@@ -136,6 +141,6 @@ class TestRerunsTouchOnlyWhatChanged:
         config["final_training"] = {**config["final_training"], "steps": 16}
         (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts["train_final"] == 1 and counts["predict"] == 1
-        for rule in ("box", "preprocess", "pseudo_mask", "train_group", "predict_groups", "fuse"):
+        assert counts["train_final"] == 2 and counts["infer"] == 2
+        for rule in ("preprocess", "pseudo_mask", "train_group", "fuse"):
             assert rule not in counts

@@ -1,15 +1,29 @@
 from boxseg.pipeline import evaluate_case
+from boxseg.report import overlay_figure
 from boxseg.workflow import run_step
 
-run_step(
-    snakemake,
-    lambda s: evaluate_case(
+
+def step(s):
+    evaluate_case(
         s.wildcards.case,
         s.input.prediction,
         s.input.image,
         s.input.label,
         s.input.boxes,
-        s.output[0],
+        s.output.metrics,
         tumor_values=s.params.tumor_values,
-    ),
-)
+        method=s.wildcards.method,
+    )
+    overlay_figure(
+        s.wildcards.case,
+        s.input.image,
+        s.input.label,
+        s.input.prediction,
+        s.output.metrics,
+        s.output.overlay,
+        tumor_values=s.params.tumor_values,
+        window_hu=s.params.window_hu,
+    )
+
+
+run_step(snakemake, step)

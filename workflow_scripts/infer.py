@@ -8,6 +8,7 @@ run_step(
         s.input.roi,
         s.input.image,
         s.input.model,
+        s.input.boxes,
         s.output.probability,
         s.output.mask,
         postprocess=s.params.postprocess,

@@ -1,0 +1,172 @@
+"""Integration: a user's own data through the real workflow.
+
+Images as NRRD, MHA, NIfTI (oblique) and a DICOM series; boxes from a box table
+(LPS mm and voxel index), a 3D Slicer ROI file (RAS) and a label (research
+mode); a test case with a user box; a new case to predict with no label; and a
+corrupt test case that fails alone under --keep-going.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from boxseg.boxes import boxes_from_label
+from boxseg.geometry import index_to_physical
+from boxseg.phantom import make_phantom
+from tests.conftest import ROOT
+from tests.test_workflow import _job_counts, _run
+
+
+def _oblique(angle_deg=15.0):
+    a = np.deg2rad(angle_deg)
+    return (np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.diag([-1.0, -1.0, 1.0])).ravel().tolist()
+
+
+def write_dicom_series(image: sitk.Image, directory: Path):
+    """One CT slice per file with the position and orientation tags a scanner writes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = image.GetDirection()
+    uid = "1.2.826.0.1.3680043.2.1125.1.77"
+    for i in range(image.GetDepth()):
+        s = image[:, :, i]
+        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0008|0018": f"{uid}.{i + 1}",
+                "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+                "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, i))),
+                "0020|0013": str(i + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}"}
+        for tag, value in tags.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(directory / f"{i:04d}.dcm"))
+        writer.Execute(s)
+
+
+def _case(seed, direction=None):
+    p = make_phantom(seed)
+    out = []
+    for array in (p.image_hu, p.label):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(p.spacing_mm[::-1])
+        img.SetOrigin((10.0, -20.0, 30.0))
+        if direction:
+            img.SetDirection(direction)
+        out.append(img)
+    return out
+
+
+def _lesion_box(label: sitk.Image, margin_mm=3.0):
+    (lo, hi), *_ = boxes_from_label(sitk.GetArrayFromImage(label), label.GetSpacing()[::-1], margin_mm, (2,))
+    return lo, hi
+
+
+def _faces_lps(img, lo, hi):
+    corners = np.array(np.meshgrid(*zip(np.asarray(lo) - 0.5, np.asarray(hi) + 0.5), indexing="ij")).reshape(3, -1).T
+    return index_to_physical(img, corners)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("user")
+    data = work / "hospital"
+    data.mkdir()
+    rows, boxes = [], []
+    files = {"a0": "a0.nrrd", "a1": "a1.mha", "a2": "a2.nii.gz", "a3": "a3_dicom", "t0": "t0.nii.gz", "p0": "p0.mha"}
+    for i, (case, name) in enumerate(files.items()):
+        image, label = _case(40 + i, _oblique() if case == "a2" else None)
+        if name.endswith("_dicom"):
+            write_dicom_series(image, data / name)
+            sitk.WriteImage(label, str(data / f"{case}_label.nrrd"))
+            label_name = f"{case}_label.nrrd"
+        else:
+            sitk.WriteImage(image, str(data / name))
+            label_name = f"{case}_label{Path(name).suffixes[0]}" + (".gz" if name.endswith(".gz") else "")
+            sitk.WriteImage(label, str(data / label_name))
+        lo, hi = _lesion_box(label)
+        split = {"t0": "test", "p0": "predict"}.get(case, "train")
+        row = {"case": case, "image": name, "label": label_name, "boxes": "", "split": split}
+        if case in ("a0", "t0"):  # box table, physical LPS
+            f = _faces_lps(image, lo, hi)
+            boxes.append({"case": case, "lesion": 1, "coordinates": "lps_mm", **dict(zip(["x_min", "y_min", "z_min"], f.min(0))),
+                          **dict(zip(["x_max", "y_max", "z_max"], f.max(0)))})
+        elif case == "a2":  # box table, voxel index i j k
+            boxes.append({"case": case, "lesion": 1, "coordinates": "index", **dict(zip(["x_min", "y_min", "z_min"], lo[::-1])),
+                          **dict(zip(["x_max", "y_max", "z_max"], hi[::-1]))})
+        elif case in ("a1", "p0"):  # 3D Slicer ROI, RAS
+            f = _faces_lps(image, lo, hi)
+            roi = {"type": "ROI", "coordinateSystem": "RAS", "center": (f.mean(0) * [-1, -1, 1]).tolist(),
+                   "size": (f.max(0) - f.min(0)).tolist()}
+            (data / f"{case}.mrk.json").write_text(json.dumps({"markups": [roi]}))
+            row["boxes"] = f"{case}.mrk.json"
+        if case == "p0":
+            row["label"] = ""  # a new case: image and box only
+        rows.append(row)
+    (data / "bad.nii.gz").write_bytes(b"\x1f\x8b this is not a gzip stream")
+    rows.append({"case": "bad", "image": "bad.nii.gz", "label": "t0_label.nii.gz", "boxes": "", "split": "test"})
+    pd.DataFrame(rows).to_csv(data / "cases.tsv", sep="\t", index=False)
+    pd.DataFrame(boxes).to_csv(data / "boxes.tsv", sep="\t", index=False)
+    config = yaml.safe_load((ROOT / "tests/tiny_config.yaml").read_text())
+    config["dataset"] = {**config["dataset"], "source": "sheet", "sheet": str(data / "cases.tsv")}
+    config["boxes"]["table"] = str(data / "boxes.tsv")
+    config["methods"] = ["weak"]
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _run(["--configfile", "config.yaml", "--cores", "2", "--keep-going"], work, check=False)
+    return work, data, result
+
+
+@pytest.mark.integration
+class TestUserData:
+    def test_only_the_bad_case_fails_with_one_line(self, user_run):
+        work, data, result = user_run
+        assert result.returncode != 0
+        log = (work / "logs/preprocess/bad.log").read_text()
+        assert f"case bad: {data / 'bad.nii.gz'}: " in log
+        assert "case bad:" in result.stdout + result.stderr
+        for leftover in ("results/boxes/bad.json", "results/roi/bad/image.nii.gz", "results/roi/bad/geometry.json"):
+            assert not (work / leftover).exists()
+        assert (work / "results/metrics/weak/t0.tsv").exists()  # every other case finished
+        assert (work / "results/predictions/weak/p0/mask.nii.gz").exists()
+
+    def test_box_sources_and_formats(self, user_run):
+        work, _, _ = user_run
+        sources = {c: json.loads((work / f"results/boxes/{c}.json").read_text())["source"] for c in ("a0", "a1", "a2", "a3", "t0", "p0")}
+        assert sources == {"a0": "table", "a1": "file", "a2": "table", "a3": "label", "t0": "table", "p0": "file"}
+        assert "DICOM series" in (work / "logs/preprocess/a3.log").read_text()
+
+    def test_masks_sit_on_each_original_grid(self, user_run):
+        work, data, _ = user_run
+        for case, name in (("t0", "t0.nii.gz"), ("p0", "p0.mha")):
+            image = sitk.ReadImage(str(data / name))
+            mask = sitk.ReadImage(str(work / f"results/predictions/weak/{case}/mask.nii.gz"))
+            assert mask.GetSize() == image.GetSize()
+            for a, b in ((mask.GetSpacing(), image.GetSpacing()), (mask.GetOrigin(), image.GetOrigin()),
+                         (mask.GetDirection(), image.GetDirection())):
+                assert np.allclose(a, b, atol=1e-5)
+
+    def test_user_box_bounds_the_mask(self, user_run):
+        """With a user box, post-processing keeps the largest component inside each box."""
+        work, data, _ = user_run
+        record = json.loads((work / "results/boxes/t0.json").read_text())["boxes"][0]
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "results/predictions/weak/t0/mask.nii.gz")))
+        inside = np.zeros(mask.shape, bool)
+        lo, hi = record["index_lo"], record["index_hi"]
+        inside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+        assert not mask[~inside].any()
+
+    def test_predict_with_a_trained_model(self, user_run, tmp_path):
+        """`snakemake predict --config predict_sheet=... model=...`: new cases only, no training."""
+        work, data, _ = user_run
+        shutil.copy(work / "results/models/weak/model.pt", tmp_path / "model.pt")
+        sheet = pd.DataFrame([{"case": "new1", "image": str(data / "p0.mha"), "boxes": str(data / "p0.mrk.json")}])
+        sheet.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+        shutil.copy(work / "config.yaml", tmp_path / "config.yaml")
+        args = ["predict", "--configfile", "config.yaml", "--cores", "1", "--config", "predict_sheet=new.tsv", "model=model.pt"]
+        counts = _job_counts(_run(args + ["-n"], tmp_path).stdout)
+        assert counts == {"preprocess": 2, "infer": 2, "predict": 1, "total": 5}  # p0 of the sheet and new1; no training
+        _run(args, tmp_path)
+        assert (tmp_path / "results/predictions/weak/new1/mask.nii.gz").exists()
