@@ -23,7 +23,7 @@ Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ class CRFParams:
         shell_mm: thickness of the shell outside the box sampled as background.
         core_power: the first intensity model weighs voxels by prior ** core_power (the box core).
         tighten_rounds: times the box prior is re-fitted to the extent of the current solution.
+        downsample: messages are computed on a grid coarser by this factor per axis (average
+            pooled image and q, spacing scaled) and interpolated back, as ConvCRF's "blur";
+            the unary stays at full resolution. 1 = exact.
     """
 
     iterations: int = 5
@@ -66,14 +69,15 @@ class CRFParams:
     shell_mm: float = 8.0
     core_power: float = 4.0
     tighten_rounds: int = 0
+    downsample: int = 1
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"CRFParams.{f.name} must be finite and >= 0, got {value}")
-        if self.iterations < 1 or self.rounds < 1 or self.histogram_bins < 2:
-            raise ValueError("iterations and rounds must be >= 1 and histogram_bins >= 2")
+        if self.iterations < 1 or self.rounds < 1 or self.histogram_bins < 2 or self.downsample < 1:
+            raise ValueError("iterations, rounds and downsample must be >= 1 and histogram_bins >= 2")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "CRFParams":
@@ -101,32 +105,73 @@ def _window(spacing_mm, params: CRFParams):
     return radius, offsets
 
 
-def _shifted(padded: torch.Tensor, radius, offset, shape):
-    (rz, ry, rx), (dz, dy, dx), (z, y, x) = radius, offset, shape
-    return padded[..., rz + dz : rz + dz + z, ry + dy : ry + dy + y, rx + dx : rx + dx + x]
+def _pair_slices(offset, shape):
+    """Index regions A and B = A + offset of every voxel pair (i, i + offset) inside the volume."""
+    a, b = [], []
+    for d, n in zip(offset, shape):
+        a.append(slice(0, n - d) if d >= 0 else slice(-d, n))
+        b.append(slice(d, n) if d >= 0 else slice(0, n + d))
+    return (..., *a), (..., *b)
 
 
-def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams):
-    """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j).
+def _gaussian_1d(radius: int, spacing: float, theta: float, like: torch.Tensor) -> torch.Tensor:
+    d = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device) * spacing
+    return torch.exp(-(d * d) / (2.0 * max(theta, 1e-6) ** 2))
 
-    Accumulated offset by offset; nothing of size window^3 x voxels is built.
+
+def _smooth_sum(x: torch.Tensor, radius, spacing_mm, theta: float) -> torch.Tensor:
+    """sum_j exp(-|p_i - p_j|^2 / 2 theta^2) x_j over the window, self included, zero outside.
+
+    The truncated Gaussian on a box window is separable: three 1D convolutions.
+    """
+    b, c = x.shape[:2]
+    out = x.reshape(b * c, 1, *x.shape[-3:])
+    for axis, (r, s) in enumerate(zip(radius, spacing_mm)):
+        if r == 0:
+            continue
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = 2 * r + 1
+        weight = _gaussian_1d(r, s, theta, x).view(shape)
+        padding = [0, 0, 0]
+        padding[axis] = r
+        out = torch.nn.functional.conv3d(out, weight, padding=tuple(padding))
+    return out.reshape(x.shape)
+
+
+def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
+    """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j), j != i.
+
+    The appearance kernel is symmetric, so each of the window's offset pairs (o, -o)
+    costs one kernel evaluation on the voxel pairs (i, i + o), applied in both
+    directions; it is accumulated pair by pair, and nothing of size window^3 x voxels
+    is built. The smoothness kernel is a separable convolution. ``norm`` depends on the
+    image only: pass it back in to skip recomputing it (mean-field iterations).
     """
     radius, offsets = _window(spacing_mm, params)
-    pad = (radius[2], radius[2], radius[1], radius[1], radius[0], radius[0])
-    shape = q.shape[-3:]
-    q_pad = torch.nn.functional.pad(q * valid, pad)
-    valid_pad = torch.nn.functional.pad(valid, pad)
-    image_pad = torch.nn.functional.pad(image, pad)
+    qv = q * valid
     message = torch.zeros_like(q)
-    norm = torch.zeros_like(q)
+    want_norm = norm is None
+    if want_norm:
+        norm = torch.zeros_like(q)
     inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
-    for offset, d2 in offsets:
-        smooth = params.weight_smooth * np.exp(-d2 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2))
-        spatial_a = params.weight_appearance * np.exp(-d2 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2))
-        diff = image - _shifted(image_pad, radius, offset, shape)
-        kernel = spatial_a * torch.exp(-(diff * diff) * inv_ti) + smooth
-        message += kernel * _shifted(q_pad, radius, offset, shape)
-        norm += kernel * _shifted(valid_pad, radius, offset, shape)
+    inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
+    shape = q.shape[-3:]
+    if params.weight_appearance > 0:
+        for offset, d2 in offsets:
+            if offset < (0, 0, 0):  # its pair (-offset) is handled with it
+                continue
+            a, b = _pair_slices(offset, shape)
+            diff = image[a] - image[b]
+            kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+            message[a].addcmul_(kernel, qv[b])
+            message[b].addcmul_(kernel, qv[a])
+            if want_norm:
+                norm[a].addcmul_(kernel, valid[b])
+                norm[b].addcmul_(kernel, valid[a])
+    if params.weight_smooth > 0:
+        message.add_(_smooth_sum(qv, radius, spacing_mm, params.theta_smooth_mm) - qv, alpha=params.weight_smooth)
+        if want_norm:
+            norm.add_(_smooth_sum(valid, radius, spacing_mm, params.theta_smooth_mm) - valid, alpha=params.weight_smooth)
     return message, norm
 
 
@@ -143,13 +188,35 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
         Lesion probability q, zero outside ``allowed``.
     """
     allowed_f = allowed.to(unary_logit.dtype)
-    valid = torch.ones_like(allowed_f)
     q = torch.sigmoid(unary_logit) * allowed_f
+    f = int(params.downsample)
+    if f > 1:
+        pool = dict(kernel_size=f, stride=f, ceil_mode=True)
+        image = torch.nn.functional.avg_pool3d(image, **pool)
+        spacing_mm = tuple(float(s) * f for s in spacing_mm)
+        scale = float(f**3)  # a coarse voxel stands for f^3 voxels
+        # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
+        params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
+    valid = torch.ones_like(image)
+    norm = None
     for _ in range(params.iterations):
-        message, norm = pairwise_message(q, image, valid, spacing_mm, params)
+        q_in = torch.nn.functional.avg_pool3d(q, **pool) if f > 1 else q
+        message, norm_in = pairwise_message(q_in, image, valid, spacing_mm, params, norm)
+        if f > 1:
+            if norm is None:
+                norm_full = _upsample(norm_in, q.shape[-3:], f) * scale
+            norm, message = norm_in, _upsample(message, q.shape[-3:], f) * scale
+        else:
+            norm = norm_full = norm_in
         # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-        q = torch.sigmoid(unary_logit + 2.0 * message - norm) * allowed_f
+        q = torch.sigmoid(unary_logit + 2.0 * message - norm_full) * allowed_f
     return q
+
+
+def _upsample(x: torch.Tensor, shape, f: int) -> torch.Tensor:
+    """Coarse (ceil-pooled) grid back to ``shape``: trilinear at the coarse cells' centres."""
+    big = torch.nn.functional.interpolate(x, scale_factor=f, mode="trilinear", align_corners=False)
+    return big[..., : shape[0], : shape[1], : shape[2]]
 
 
 def _log_histogram(values: torch.Tensor, weights: torch.Tensor, bins: int):

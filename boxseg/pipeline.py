@@ -166,15 +166,46 @@ def _load_pairs(image_paths, target_paths, weight_paths=None):
     return images, targets, weights
 
 
-def train_model(image_paths, target_paths, out_model, out_loss, *, settings, weight_paths=None, threads=1, device="auto", checkpoint=None):
-    """Training step (group model with WCE, or final model with VWCE when weights are given)."""
+def _digest(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def write_training_set(image_paths, target_paths, out_tsv, weight_paths=None):
+    """A model's training set: one row per case with its files and their content digests.
+
+    Training jobs read this one file instead of listing every case file as an input: the
+    digests make it change whenever any file's content changes (so training reruns), and
+    a job with thousands of inputs stays out of the DAG's hot path (see benchmarks/dag_bench.py).
+    """
+    import pandas as pd
+
+    table = pd.DataFrame({"image": [str(p) for p in image_paths], "target": [str(p) for p in target_paths]})
+    if weight_paths:
+        table["weight"] = [str(p) for p in weight_paths]
+    for column in list(table.columns):
+        table[f"{column}_sha256"] = [_digest(p) for p in table[column]]
+    write_text(table.to_csv(sep="\t", index=False), out_tsv)
+
+
+def train_model(training_set, out_model, out_loss, *, settings, threads=1, device="auto", checkpoint=None):
+    """Training step on a training set table (group model with WCE, or final model with VWCE when it has weights)."""
+    import pandas as pd
+
     from boxseg.device import configure_torch, select_device
     from boxseg.training import TrainSettings, train
 
+    table = pd.read_csv(training_set, sep="\t", dtype=str)
     settings = TrainSettings.from_dict(settings)
     configure_torch(threads, settings.seed)
     dev = select_device(device)
-    images, targets, weights = _load_pairs(image_paths, target_paths, weight_paths)
+    weights = list(table["weight"]) if "weight" in table else None
+    images, targets, weights = _load_pairs(list(table["image"]), list(table["target"]), weights)
     log.info("training on %d case(s), %s, device %s, %d thread(s)", len(images), "VWCE" if weights else "WCE", dev, threads)
     train(images, targets, settings, out_model, out_loss, voxel_weights=weights, device=dev, checkpoint_path=checkpoint)
 

@@ -1,9 +1,24 @@
+rule final_training_set:
+    """The files the final model of a method trains on, with their content digests."""
+    input:
+        unpack(final_training_inputs),
+    output:
+        "results/models/{method}/training_set.tsv",
+    log:
+        "logs/training_set/{method}.log",
+    localrule: True
+    conda:
+        "../envs/boxseg.yaml"
+    script:
+        "../workflow_scripts/training_set.py"
+
+
 rule train_final:
     """Stage 3: the final 3D UNet on all training cases. weak: fusion masks with VWCE (or WCE);
     full: the true masks with WCE, same network and budget (the fully supervised reference).
     """
     input:
-        unpack(final_training_inputs),
+        training_set="results/models/{method}/training_set.tsv",
     output:
         model="results/models/{method}/model.pt",
         loss="results/models/{method}/loss.tsv",

@@ -1,8 +1,8 @@
 # Stage 2 exists only with K > 0 groups (K = 0: the final model trains on pseudo-masks).
 if K > 0:
 
-    rule train_group:
-        """Stage 2: one 3D UNet per disjoint subset, on its pseudo-masks, with WCE."""
+    rule group_training_set:
+        """The files of group k's cases (ROI images, pseudo-masks) and their content digests."""
         input:
             images=lambda wc: expand(
                 "results/roi/{case}/image.nii.gz", case=group_cases(wc.k)
@@ -10,6 +10,20 @@ if K > 0:
             targets=lambda wc: expand(
                 "results/pseudomasks/{case}.nii.gz", case=group_cases(wc.k)
             ),
+        output:
+            "results/group/model_{k}/training_set.tsv",
+        log:
+            "logs/training_set/group_{k}.log",
+        localrule: True
+        conda:
+            "../envs/boxseg.yaml"
+        script:
+            "../workflow_scripts/training_set.py"
+
+    rule train_group:
+        """Stage 2: one 3D UNet per disjoint subset, on its pseudo-masks, with WCE."""
+        input:
+            training_set="results/group/model_{k}/training_set.tsv",
         output:
             model="results/group/model_{k}/model.pt",
             loss="results/group/model_{k}/loss.tsv",

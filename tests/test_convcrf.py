@@ -36,6 +36,39 @@ class TestConvCRF:
         assert dice(mask, obj) > 0.9
         assert dice(mask, obj) > dice(box, obj) + 0.3  # shrinks the loose box toward the object
 
+    def test_coarse_messages_still_recover_the_sphere(self):
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([2, 4, 4]))
+        params = CRFParams(downsample=2, window_radius_vox=2)  # coarse window radius 1 (2 mm in-plane)
+        mask = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu") > 0.5
+        assert dice(mask, obj) > 0.88
+
+    def test_symmetric_pairs_equal_the_plain_window_sum(self):
+        """The pairwise message equals the direct sum over every window offset (no self term)."""
+        rng = np.random.default_rng(3)
+        spacing = (2.0, 1.0, 1.5)
+        params = CRFParams(window_radius_vox=2)
+        q = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
+        image = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
+        message, norm = pairwise_message(q, image, torch.ones_like(q), spacing, params)
+        z, y, x = q.shape[-3:]
+        expected_m, expected_n = np.zeros((z, y, x)), np.zeros((z, y, x))
+        qa, ia = q[0, 0].numpy(), image[0, 0].numpy()
+        r = 2
+        for i in np.ndindex(z, y, x):
+            for d in np.ndindex(2 * r + 1, 2 * r + 1, 2 * r + 1):
+                d = np.array(d) - r
+                j = np.array(i) + d
+                if not d.any() or np.any(j < 0) or np.any(j >= (z, y, x)):
+                    continue
+                d2 = float(np.sum((d * spacing) ** 2))
+                k = params.weight_appearance * np.exp(-d2 / (2 * params.theta_appearance_mm**2) - (ia[i] - ia[tuple(j)]) ** 2 / (2 * params.theta_intensity**2))
+                k += params.weight_smooth * np.exp(-d2 / (2 * params.theta_smooth_mm**2))
+                expected_m[i] += k * qa[tuple(j)]
+                expected_n[i] += k
+        assert np.allclose(message[0, 0].numpy(), expected_m, rtol=1e-4, atol=1e-5)
+        assert np.allclose(norm[0, 0].numpy(), expected_n, rtol=1e-4, atol=1e-5)
+
     def test_outside_the_box_stays_background(self):
         image, obj, spacing = _toy()
         lo, hi = _loose_box(obj, np.array([0, -3, -3]))  # a box cutting the sphere

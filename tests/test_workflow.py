@@ -131,8 +131,9 @@ class TestRerunsTouchOnlyWhatChanged:
         _edit_volume(work / "results/data/case_00000/segmentation.nii.gz", _add_lesion_voxel)
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
         assert counts["preprocess"] == counts["pseudo_mask"] == 1
-        assert counts["train_group"] == 1  # only the subset holding case_00000
-        assert counts["fuse"] == 4 and counts["train_final"] == 2  # weak and full both train on case_00000
+        assert counts["group_training_set"] == counts["train_group"] == 1  # only the subset holding case_00000
+        assert counts["fuse"] == 4  # every training case meets the retrained group model
+        assert counts["final_training_set"] == counts["train_final"] == 2  # weak and full both train on case_00000
         assert counts["infer"] == 2 and "phantom" not in counts
 
     def test_changed_hyperparameter_reruns_training_not_preprocessing(self, tiny_run, tmp_path):
@@ -142,5 +143,28 @@ class TestRerunsTouchOnlyWhatChanged:
         (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
         assert counts["train_final"] == 2 and counts["infer"] == 2
-        for rule in ("preprocess", "pseudo_mask", "train_group", "fuse"):
+        for rule in ("preprocess", "pseudo_mask", "group_training_set", "train_group", "fuse", "final_training_set"):
             assert rule not in counts
+
+
+@pytest.mark.parametrize(
+    "config_name, folders, image, label, n_test",
+    [("kits19.yaml", [f"case_{i:05d}" for i in range(60)], "imaging.nii.gz", "segmentation.nii.gz", 15),
+     ("ibsi.yaml", [f"STS_{i:03d}" for i in (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 15, 18, 19, 22, 23, 24, 25, 26)],
+      "CT_image.nii.gz", "CT_mask.nii.gz", 6)],
+)
+def test_documented_configs_plan_weak_and_full(tmp_path, config_name, folders, image, label, n_test):
+    """configs/*.yaml validate, find their layout's files and plan both methods (dry run on placeholders)."""
+    data = tmp_path / "data"
+    for folder in folders:
+        (data / folder).mkdir(parents=True)
+        (data / folder / image).touch()
+        (data / folder / label).touch()
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    out = _run(["--cores", "2", "-n", "--configfile", str(ROOT / "configs" / config_name),
+                "--config", f"dataset_dir={data}"], tmp_path).stdout
+    counts = _job_counts(out)
+    n_train = len(folders) - n_test
+    assert counts["preprocess"] == len(folders) and counts["pseudo_mask"] == counts["fuse"] == n_train
+    assert counts["train_group"] == 3 and counts["train_final"] == 2  # weak and full
+    assert counts["infer"] == counts["evaluate"] == 2 * n_test
