@@ -238,17 +238,30 @@ def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, g
     write_image(array_like(fusion.astype(np.uint8), roi), out_fusion)
 
 
-def predict_case(case, roi_image_path, image_path, model_path, boxes_json, out_probability, out_mask, *, postprocess="largest_component", flip_tta=False, threads=1, device="auto"):
-    """Final inference: ROI probability, mapped back to the original grid, thresholded and post-processed.
+POSTPROCESSING = ("none", "largest_component")
 
-    ``largest_component`` keeps the largest 18-connected component inside each box drawn by
-    a user (every lesion kept), or the largest component overall when the case's boxes come
-    from its label (research mode: test labels only evaluate) or it has none.
-    """
+
+def postprocess_mask(mask, boxes: dict, original: sitk.Image, postprocess: str):
+    """``largest_component`` keeps the largest 18-connected component inside each box drawn
+    by a user (every lesion kept), or the largest component overall when the case's boxes
+    come from its label (research mode: test labels only evaluate) or it has none."""
     from boxseg.boxes import box_mask
+    from boxseg.postprocess import largest_component, largest_component_per_region
+
+    if postprocess == "none":
+        return mask
+    if postprocess != "largest_component":
+        raise ValueError(f"unknown postprocess {postprocess!r}")
+    if boxes["source"] in USER_BOX_SOURCES:
+        return largest_component_per_region(mask, box_mask(boxes["boxes"], original))
+    return largest_component(mask)
+
+
+def predict_case(case, roi_image_path, image_path, model_path, boxes_json, out_probability, out_raw, out_mask, *, postprocess="largest_component", flip_tta=False, threads=1, device="auto"):
+    """Final inference: ROI probability, mapped back to the original grid and thresholded
+    (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``)."""
     from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
-    from boxseg.postprocess import largest_component, largest_component_per_region
     from boxseg.training import load_model, predict_probability
 
     configure_torch(threads)
@@ -258,21 +271,17 @@ def predict_case(case, roi_image_path, image_path, model_path, boxes_json, out_p
     boxes = read_json(boxes_json)
     model, patch = load_model(model_path, dev)
     prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
-    mask = to_original_grid(prob_roi, original) > 0.5
-    if postprocess == "largest_component":
-        if boxes["source"] in USER_BOX_SOURCES:
-            mask = largest_component_per_region(mask, box_mask(boxes["boxes"], original))
-        else:
-            mask = largest_component(mask)
-    elif postprocess != "none":
-        raise ValueError(f"unknown postprocess {postprocess!r}")
-    log.info("case %s: %d voxels in the mask (%s, boxes from %s)", case, int(mask.sum()), postprocess, boxes["source"])
+    raw = to_original_grid(prob_roi, original) > 0.5
+    mask = postprocess_mask(raw, boxes, original, postprocess)
+    log.info("case %s: %d voxels, %d after %s (boxes from %s)", case, int(raw.sum()), int(mask.sum()), postprocess, boxes["source"])
     write_image(prob_roi, out_probability)
+    write_image(array_like(raw.astype(np.uint8), original), out_raw)
     write_image(array_like(mask.astype(np.uint8), original), out_mask)
 
 
-def evaluate_case(case, prediction_path, image_path, label_path, boxes_json, out_tsv, *, tumor_values, method="weak"):
-    """Scores of the prediction and of the box itself against the reference lesion, on the original grid."""
+def evaluate_case(case, raw_prediction_path, image_path, label_path, boxes_json, out_tsv, *, tumor_values, method="weak"):
+    """Scores against the reference lesion on the original grid, one row per post-processing
+    (none, largest_component), and the DSC of the box itself."""
     import pandas as pd
 
     from boxseg.boxes import box_mask
@@ -281,10 +290,38 @@ def evaluate_case(case, prediction_path, image_path, label_path, boxes_json, out
 
     image = read_image(image_path, case)
     ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
-    pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
-    boxes = read_json(boxes_json)["boxes"]
+    raw = sitk.GetArrayFromImage(read_label(raw_prediction_path, image, case)) > 0
+    boxes = read_json(boxes_json)
     spacing = _spacing_zyx(image)
-    s = score(pred, ref, spacing)
-    box_dsc = score(box_mask(boxes, image) > 0, ref, spacing).dsc if boxes else float("nan")
-    row = {"case": case, "method": method, **s.as_dict(), "box_dsc": box_dsc}
-    write_text(pd.DataFrame([row]).to_csv(sep="\t", index=False, float_format="%.6g"), out_tsv)
+    box_dsc = score(box_mask(boxes["boxes"], image) > 0, ref, spacing).dsc if boxes["boxes"] else float("nan")
+    rows = []
+    for postprocess in POSTPROCESSING:
+        s = score(postprocess_mask(raw, boxes, image, postprocess), ref, spacing)
+        rows.append({"case": case, "method": method, "postprocess": postprocess, **s.as_dict(), "box_dsc": box_dsc})
+    write_text(pd.DataFrame(rows).to_csv(sep="\t", index=False, float_format="%.6g"), out_tsv)
+
+
+def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, out_tsv, *, fusion_masks=None, group_predictions=None):
+    """Training-label quality (METHOD.md Table 3): DSC against the reference lesion on the ROI grid
+    of each training case's box, pseudo-mask PM, group-model masks P1..PK and fusion mask FM."""
+    import pandas as pd
+
+    from boxseg.metrics import dice
+    from boxseg.preprocess import roi_box_mask
+
+    rows = []
+    for i, case in enumerate(cases):
+        ref, roi = _array(roi_labels[i], case, np.uint8)
+        ref = ref > 0
+        row = {"case": case}
+        row["box"] = dice(roi_box_mask(roi_boxes(boxes_jsons[i], geometry_jsons[i], roi), ref.shape), ref)
+        row["pseudo_mask"] = dice(_array(pseudo_masks[i], case, np.uint8)[0] > 0, ref)
+        for k, path in enumerate((group_predictions or {}).get(case, [])):
+            row[f"group_model_{k}"] = dice(_array(path, case, np.uint8)[0] > 0, ref)
+        if fusion_masks:
+            row["fusion_mask"] = dice(_array(fusion_masks[i], case, np.uint8)[0] > 0, ref)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    mean = table.drop(columns="case").mean().to_frame().T.assign(case="mean")
+    log.info("label quality (mean DSC): %s", mean.drop(columns="case").round(3).to_dict("records")[0])
+    write_text(pd.concat([table, mean], ignore_index=True).to_csv(sep="\t", index=False, float_format="%.4f"), out_tsv)

@@ -12,17 +12,19 @@ SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
 
 def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
-    """Concatenate per-case metric rows; per method, the mean, sd, median and count of finite values."""
+    """Concatenate per-case metric rows; per method and post-processing, the mean, sd, median and
+    count of finite values."""
     table = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
-    table = table.sort_values(["method", "case"], kind="stable")
+    table = table.sort_values(["method", "postprocess", "case"], kind="stable")
     rows = []
-    for method, part in table.groupby("method", sort=False):
+    for (method, postprocess), part in table.groupby(["method", "postprocess"], sort=False):
         for name in SCORES:
             values = part[name].astype(float)
             finite = values[np.isfinite(values)]
             rows.append(
                 {
                     "method": method,
+                    "postprocess": postprocess,
                     "score": name,
                     "mean": finite.mean(),
                     "sd": finite.std(ddof=1) if len(finite) > 1 else np.nan,
@@ -45,7 +47,7 @@ def _savefig(fig, path):
     os.replace(tmp, path)
 
 
-def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu):
+def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu, postprocess=None):
     """Axial slice through the lesion centre with reference (green) and prediction (red) contours."""
     import matplotlib
 
@@ -58,7 +60,10 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
     pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
     where = np.argwhere(ref if ref.any() else pred)
     z = int(np.round(where[:, 0].mean())) if len(where) else hu.shape[0] // 2
-    scores = pd.read_csv(metrics_path, sep="\t").iloc[0]
+    scores = pd.read_csv(metrics_path, sep="\t")
+    if postprocess is not None and "postprocess" in scores:
+        scores = scores[scores["postprocess"] == postprocess]
+    scores = scores.iloc[0]
     sy, sx = image.GetSpacing()[1], image.GetSpacing()[0]
     fig, ax = plt.subplots(figsize=(5, 5 * hu.shape[1] * sy / (hu.shape[2] * sx)))
     ax.imshow(np.clip(hu[z], *window_hu), cmap="gray", aspect=sy / sx)

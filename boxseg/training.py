@@ -38,6 +38,8 @@ class TrainSettings:
         steps_per_epoch: steps per row of the loss log.
         checkpoint_every: steps between resumable checkpoints (0: never).
         intensity_jitter: random contrast (x 1 +- j) and brightness (+- j) change of each patch.
+        foreground_fraction: share of patches centred (with a random offset inside the patch) on
+            a random lesion voxel of the target; the rest are uniform random crops.
     """
 
     steps: int = 300
@@ -52,6 +54,7 @@ class TrainSettings:
     steps_per_epoch: int = 25
     checkpoint_every: int = 50
     intensity_jitter: float = 0.1
+    foreground_fraction: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
@@ -103,12 +106,20 @@ def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
     return loss.mean()
 
 
-def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitter: float = 0.0):
+def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitter: float = 0.0, foreground=None, foreground_fraction: float = 0.0):
     """The same random crop (zero-padded where the volume is smaller) and flips for each volume;
-    the image (first volume) also gets a random contrast and brightness change of up to ``intensity_jitter``."""
+    the image (first volume) also gets a random contrast and brightness change of up to ``intensity_jitter``.
+
+    With probability ``foreground_fraction`` the crop holds a random voxel of ``foreground``
+    ((n, 3) lesion voxel indices of the target) at a random place inside the patch.
+    """
     shape = np.asarray(volumes[0].shape)
     patch = np.asarray(patch_size)
-    start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(shape, patch)]
+    if foreground is not None and len(foreground) and foreground_fraction > 0 and rng.random() < foreground_fraction:
+        voxel = foreground[int(rng.integers(len(foreground)))]
+        start = [int(np.clip(v - rng.integers(0, p), 0, max(n - p, 0))) for v, p, n in zip(voxel, patch, shape)]
+    else:
+        start = [int(rng.integers(0, max(n - p, 0) + 1)) for n, p in zip(shape, patch)]
     flips = [bool(rng.random() < 0.5) for _ in range(3)]
     out = []
     for v in volumes:
@@ -184,13 +195,14 @@ def train(
         [np.asarray(i, np.float32), np.asarray(t, np.int64)] + ([np.asarray(w, np.float32)] if w is not None else [])
         for i, t, w in zip(images, targets, weights)
     ]
+    foreground = [np.argwhere(v[1] > 0) for v in volumes] if settings.foreground_fraction > 0 else [None] * len(volumes)
     model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
     while step < end:
-        batch = [
-            _random_patch(rng, volumes[int(rng.integers(len(volumes)))], settings.patch_size, settings.intensity_jitter)
-            for _ in range(settings.batch_size)
-        ]
+        batch = []
+        for _ in range(settings.batch_size):
+            i = int(rng.integers(len(volumes)))
+            batch.append(_random_patch(rng, volumes[i], settings.patch_size, settings.intensity_jitter, foreground[i], settings.foreground_fraction))
         x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(device)
         y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         v = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if voxel_weights is not None else None

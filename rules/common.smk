@@ -112,6 +112,8 @@ LABEL = dict(zip(CASES["case"], CASES["label"]))
 BOX_FILE = dict(zip(CASES["case"], CASES["boxes"]))
 EVALUATED = [c for c in TEST if LABEL[c]]  # test cases with a reference label
 UNLABELLED = [c for c in TEST if not LABEL[c]] + PREDICT
+if K == 0 and {"weak_fm_wce", "weak_fm_vwce"} & set(METHODS):
+    raise ValueError("methods weak_fm_wce and weak_fm_vwce need groups.k > 0")
 if "full" in METHODS:
     _no_label = [c for c in TRAIN if not LABEL[c]]
     if _no_label:
@@ -170,21 +172,30 @@ def final_targets():
     )
     if not MODEL:
         targets.append("results/figures/training_loss.png")
+        if any(m != "full" for m in METHODS) and all(LABEL[c] for c in TRAIN):
+            targets.append("results/label_quality.tsv")
     return targets
 
 
 def final_training_inputs(wildcards):
-    """weak: fusion masks and weight maps (K > 0) or pseudo-masks (K = 0);
-    full: the true lesion masks, same network and budget, WCE."""
+    """The targets (and VWCE weight maps) the final model of a method trains on.
+
+    weak: fusion masks with VWCE or WCE per final.loss (K > 0), pseudo-masks with WCE (K = 0);
+    weak_pm_wce: pseudo-masks, WCE (the paper's K = 0); weak_fm_wce: fusion masks, WCE;
+    weak_fm_vwce: fusion masks and weight maps, VWCE; full: the true masks, WCE.
+    """
+    method = wildcards.method
     inputs = {"images": expand("results/roi/{case}/image.nii.gz", case=TRAIN)}
-    if wildcards.method == "full":
+    if method == "full":
         inputs["targets"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
-    elif K > 0:
+    elif method == "weak_pm_wce" or (method == "weak" and K == 0):
+        inputs["targets"] = expand("results/pseudomasks/{case}.nii.gz", case=TRAIN)
+    else:
         inputs["targets"] = expand("results/fusion/{case}/fusion.nii.gz", case=TRAIN)
-        if config["final"]["loss"] == "vwce":
+        if method == "weak_fm_vwce" or (
+            method == "weak" and config["final"]["loss"] == "vwce"
+        ):
             inputs["weights"] = expand(
                 "results/fusion/{case}/weight.nii.gz", case=TRAIN
             )
-    else:
-        inputs["targets"] = expand("results/pseudomasks/{case}.nii.gz", case=TRAIN)
     return inputs

@@ -1,7 +1,9 @@
 rule evaluate:
-    """DSC, HD, HD95 and ASD (mm) of the prediction and the DSC of the box itself; an axial
-    overlay through the lesion with reference (green) and predicted (red) contours."""
+    """DSC, HD, HD95 and ASD (mm) of the prediction with and without the largest-component
+    filter, and the DSC of the box itself; an axial overlay through the lesion with reference (green) and predicted (red) contours.
+    """
     input:
+        raw="results/predictions/{method}/{case}/mask_raw.nii.gz",
         prediction="results/predictions/{method}/{case}/mask.nii.gz",
         image=image_of,
         label=label_of,
@@ -22,6 +24,7 @@ rule evaluate:
     params:
         tumor_values=TUMOR,
         window_hu=config["preprocess"]["window_hu"],
+        postprocess=config["final"]["postprocess"],
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -53,7 +56,8 @@ rule loss_curves:
     """Training loss per epoch of the group models and each method's final model."""
     input:
         groups=expand(
-            "results/group/model_{k}/loss.tsv", k=range(K) if "weak" in METHODS else []
+            "results/group/model_{k}/loss.tsv",
+            k=range(K) if any(m != "full" for m in METHODS) else [],
         ),
         final=expand("results/models/{method}/loss.tsv", method=METHODS),
     output:
@@ -70,3 +74,36 @@ rule loss_curves:
         methods=METHODS,
     script:
         "../workflow_scripts/loss_curves.py"
+
+
+rule label_quality:
+    """Training-label quality (the paper's Table 3): DSC of boxes, pseudo-masks, group-model
+    masks and fusion masks against the reference lesion, per training case and mean."""
+    input:
+        labels=expand("results/roi/{case}/label.nii.gz", case=TRAIN),
+        boxes=expand("results/boxes/{case}.json", case=TRAIN),
+        geometry=expand("results/roi/{case}/geometry.json", case=TRAIN),
+        pseudo_masks=expand("results/pseudomasks/{case}.nii.gz", case=TRAIN),
+        fusion=expand(
+            "results/fusion/{case}/fusion.nii.gz", case=TRAIN if K > 0 else []
+        ),
+        group=expand(
+            "results/group/predictions/{case}/model_{k}.nii.gz",
+            case=TRAIN if K > 0 else [],
+            k=range(K),
+        ),
+    output:
+        report(
+            "results/label_quality.tsv",
+            caption="../report/label_quality.rst",
+            category="Evaluation",
+        ),
+    log:
+        "logs/label_quality.log",
+    conda:
+        "../envs/boxseg.yaml"
+    params:
+        cases=TRAIN,
+        k=K,
+    script:
+        "../workflow_scripts/label_quality.py"

@@ -14,9 +14,8 @@ rule final_training_set:
 
 
 rule train_final:
-    """Stage 3: the final 3D UNet on all training cases. weak: fusion masks with VWCE (or WCE);
-    full: the true masks with WCE, same network and budget (the fully supervised reference).
-    """
+    """Stage 3: the final 3D UNet of a method on all training cases (see
+    final_training_inputs: weak and its ablations, or full on the true masks)."""
     input:
         training_set="results/models/{method}/training_set.tsv",
     output:
@@ -48,6 +47,7 @@ rule infer:
         model=model_of,
     output:
         probability="results/predictions/{method}/{case}/probability_roi.nii.gz",
+        raw="results/predictions/{method}/{case}/mask_raw.nii.gz",
         mask="results/predictions/{method}/{case}/mask.nii.gz",
     log:
         "logs/infer/{method}/{case}.log",

@@ -105,3 +105,17 @@ def test_sigterm_then_restart_gives_the_same_weights(tmp_path):
     b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+
+
+def test_foreground_sampling_puts_a_lesion_voxel_in_every_patch():
+    from boxseg.training import _random_patch
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 40, 40), np.float32)
+    target = np.zeros((40, 40, 40), np.int64)
+    target[30:32, 5:7, 33:35] = 1  # a tiny lesion in a corner
+    foreground = np.argwhere(target > 0)
+    hits = [_random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 1.0)[1].any() for _ in range(50)]
+    assert all(hits)
+    uniform = [_random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 0.0)[1].any() for _ in range(200)]
+    assert sum(uniform) < 100

@@ -46,18 +46,24 @@ def tiny_run(tmp_path_factory):
 class TestTinyWorkflow:
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
-        assert metrics["case"].tolist() == ["case_00004"] * 2 and metrics["method"].tolist() == ["full", "weak"]
+        assert metrics["case"].tolist() == ["case_00004"] * 4 and metrics["method"].tolist() == ["full"] * 2 + ["weak"] * 2
+        assert metrics["postprocess"].tolist() == ["largest_component", "none"] * 2
         for column in ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]:
             assert column in metrics
         assert 0.0 <= metrics["dsc"][0] <= 1.0 and 0.0 < metrics["box_dsc"][0] < 1.0
         summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
-        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 2
-        assert summary["method"].tolist() == ["full"] * 5 + ["weak"] * 5
+        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 4
+        assert summary["method"].tolist() == ["full"] * 10 + ["weak"] * 10
+        raw = metrics.query("postprocess == 'none'").set_index("method")
+        filtered = metrics.query("postprocess == 'largest_component'").set_index("method")
+        assert (filtered["volume_pred_ml"] <= raw["volume_pred_ml"] + 1e-9).all()  # the filter only removes voxels
 
     def test_mask_on_the_original_grid(self, tiny_run):
         image = sitk.ReadImage(str(tiny_run / "results/data/case_00004/imaging.nii.gz"))
         for method in ("weak", "full"):
             mask = sitk.ReadImage(str(tiny_run / f"results/predictions/{method}/case_00004/mask.nii.gz"))
+            raw = sitk.ReadImage(str(tiny_run / f"results/predictions/{method}/case_00004/mask_raw.nii.gz"))
+            assert raw.GetSize() == mask.GetSize()
             assert mask.GetSize() == image.GetSize()
             assert np.allclose(mask.GetSpacing(), image.GetSpacing())
             assert np.allclose(mask.GetOrigin(), image.GetOrigin())
@@ -74,6 +80,10 @@ class TestTinyWorkflow:
         assert (r / "group/predictions/case_00000/model_1.nii.gz").exists()
         assert (tiny_run / "logs/train_final/full.log").exists()
         assert json.loads((r / "boxes/case_00000.json").read_text())["source"] == "label"
+        quality = pd.read_csv(r / "label_quality.tsv", sep="\t").set_index("case")
+        assert list(quality.index) == [f"case_{i:05d}" for i in range(4)] + ["mean"]
+        assert list(quality.columns) == ["box", "pseudo_mask", "group_model_0", "group_model_1", "fusion_mask"]
+        assert ((quality >= 0) & (quality <= 1)).all().all() and quality.loc["mean", "box"] < 0.9
         assert not list(r.glob("**/checkpoint.pt"))
 
     def test_rerun_is_a_no_op(self, tiny_run):

@@ -6,7 +6,7 @@ from boxseg.workflow import run_step
 def step(s):
     evaluate_case(
         s.wildcards.case,
-        s.input.prediction,
+        s.input.raw,
         s.input.image,
         s.input.label,
         s.input.boxes,
@@ -23,6 +23,7 @@ def step(s):
         s.output.overlay,
         tumor_values=s.params.tumor_values,
         window_hu=s.params.window_hu,
+        postprocess=s.params.postprocess,
     )
 
 

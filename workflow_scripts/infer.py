@@ -10,6 +10,7 @@ run_step(
         s.input.model,
         s.input.boxes,
         s.output.probability,
+        s.output.raw,
         s.output.mask,
         postprocess=s.params.postprocess,
         flip_tta=s.params.flip_tta,
