@@ -14,6 +14,7 @@ include: "rules/data.smk"
 include: "rules/preprocess.smk"
 include: "rules/pseudomask.smk"
 include: "rules/group.smk"
+include: "rules/baselines.smk"
 include: "rules/final.smk"
 include: "rules/evaluate.smk"
 

@@ -8,6 +8,7 @@ looks done.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import SimpleITK as sitk
@@ -160,8 +161,13 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
 
 
 def _load_pairs(image_paths, target_paths, weight_paths=None):
+    from boxseg.baselines import IGNORE
+
     images = [_array(p)[0] for p in image_paths]
-    targets = [(_array(p, dtype=np.float32)[0] > 0.5).astype(np.int64) for p in target_paths]
+    targets = []
+    for p in target_paths:
+        t = _array(p, dtype=np.float32)[0]
+        targets.append(np.where(t == IGNORE, IGNORE, t > 0.5).astype(np.int64))  # IGNORE: unlabelled
     weights = [_array(p)[0] for p in weight_paths] if weight_paths else None
     return images, targets, weights
 
@@ -176,7 +182,7 @@ def _digest(path) -> str:
     return h.hexdigest()[:16]
 
 
-def write_training_set(image_paths, target_paths, out_tsv, weight_paths=None):
+def write_training_set(image_paths, target_paths, out_tsv, weight_paths=None, size_paths=None, box_paths=None):
     """A model's training set: one row per case with its files and their content digests.
 
     Training jobs read this one file instead of listing every case file as an input: the
@@ -188,13 +194,19 @@ def write_training_set(image_paths, target_paths, out_tsv, weight_paths=None):
     table = pd.DataFrame({"image": [str(p) for p in image_paths], "target": [str(p) for p in target_paths]})
     if weight_paths:
         table["weight"] = [str(p) for p in weight_paths]
+    if size_paths:
+        table["size"] = [str(p) for p in size_paths]
+    if box_paths:
+        table["box"] = [str(p) for p in box_paths]
     for column in list(table.columns):
         table[f"{column}_sha256"] = [_digest(p) for p in table[column]]
     write_text(table.to_csv(sep="\t", index=False), out_tsv)
 
 
-def train_model(training_set, out_model, out_loss, *, settings, threads=1, device="auto", checkpoint=None):
-    """Training step on a training set table (group model with WCE, or final model with VWCE when it has weights)."""
+def train_model(training_set, out_model, out_loss, *, settings, threads=1, device="auto", checkpoint=None, rounds=1):
+    """Training step on a training set table: a group model (WCE), a final model (VWCE when it
+    has weights; partial CE + size loss when it has sizes) or, when it has 2D boxes, the SDI
+    baseline trained in ``rounds`` recursive rounds."""
     import pandas as pd
 
     from boxseg.device import configure_torch, select_device
@@ -206,8 +218,50 @@ def train_model(training_set, out_model, out_loss, *, settings, threads=1, devic
     dev = select_device(device)
     weights = list(table["weight"]) if "weight" in table else None
     images, targets, weights = _load_pairs(list(table["image"]), list(table["target"]), weights)
-    log.info("training on %d case(s), %s, device %s, %d thread(s)", len(images), "VWCE" if weights else "WCE", dev, threads)
-    train(images, targets, settings, out_model, out_loss, voxel_weights=weights, device=dev, checkpoint_path=checkpoint)
+    sizes = [_array(p, dtype=np.uint8)[0] > 0 for p in table["size"]] if "size" in table else None
+    if "box" in table:
+        boxes = [[tuple(b) for b in read_json(p)["boxes"]] for p in table["box"]]
+        log.info("SDI: %d case(s), %d round(s), 2D, device %s, %d thread(s)", len(images), rounds, dev, threads)
+        return _train_sdi(images, targets, boxes, settings, rounds, out_model, out_loss, dev, checkpoint)
+    loss = "partial CE + size loss" if sizes is not None else "VWCE" if weights else "WCE"
+    log.info("training on %d case(s), %s, device %s, %d thread(s)", len(images), loss, dev, threads)
+    train(images, targets, settings, out_model, out_loss, voxel_weights=weights, size_targets=sizes, device=dev, checkpoint_path=checkpoint)
+
+
+def _train_sdi(images, initial, boxes, settings, rounds, out_model, out_loss, device, checkpoint):
+    """Recursive SDI training: round r trains a fresh 2D UNet (steps / rounds steps) on the
+    current labels, then relabels the training slices for round r + 1. Finished rounds are
+    kept beside the checkpoint, so a restarted job resumes at the round it was in."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import pandas as pd
+
+    from boxseg.baselines import sdi_relabel
+    from boxseg.training import load_model, predict_probability, train
+
+    labels = [t.copy() for t in initial]
+    steps = max(1, settings.steps // rounds)
+    base = Path(checkpoint) if checkpoint else Path(out_model).with_suffix(".ckpt")
+    logs = []
+    for r in range(rounds):
+        round_model, round_loss = base.with_name(f"{base.name}.round{r}.pt"), base.with_name(f"{base.name}.round{r}.tsv")
+        if not round_model.exists():
+            train(images, labels, replace(settings, steps=steps, decay_steps=max(1, settings.decay_steps // rounds), seed=settings.seed + r),
+                  round_model, round_loss, device=device, checkpoint_path=base.with_name(f"{base.name}.round{r}"))
+        log_r = pd.read_csv(round_loss, sep="\t")
+        logs.append(log_r.assign(step=log_r["step"] + r * steps, epoch=log_r["epoch"] + sum(len(x) for x in logs), round=r))
+        if r + 1 < rounds:
+            model, patch = load_model(round_model, device)
+            labels = [sdi_relabel(predict_probability(model, image, patch, device), b, t).astype(np.int64)
+                      for image, b, t in zip(images, boxes, initial)]
+            log.info("SDI round %d: relabelled %d lesion voxels", r + 1, int(sum((lab == 1).sum() for lab in labels)))
+    os.replace(round_model, out_model)
+    write_text(pd.concat(logs, ignore_index=True).to_csv(sep="\t", index=False, float_format="%.6g"), out_loss)
+    for r in range(rounds - 1):
+        base.with_name(f"{base.name}.round{r}.pt").unlink(missing_ok=True)
+    for r in range(rounds):
+        base.with_name(f"{base.name}.round{r}.tsv").unlink(missing_ok=True)
 
 
 def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, geometry_json, out_predictions, out_fusion, out_weight, *, crf_params, threads=1, device="auto", threshold=0.5):
@@ -325,3 +379,35 @@ def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, 
     mean = table.drop(columns="case").mean().to_frame().T.assign(case="mean")
     log.info("label quality (mean DSC): %s", mean.drop(columns="case").round(3).to_dict("records")[0])
     write_text(pd.concat([table, mean], ignore_index=True).to_csv(sep="\t", index=False, float_format="%.4f"), out_tsv)
+
+
+def scribbles_case(case, roi_label_path, out_path, *, erosion_mm):
+    """Constrained-CNN baseline labels of a training case: its lesion eroded per axial slice."""
+    from boxseg.baselines import scribbles_from_label
+
+    label, roi = _array(roi_label_path, case, np.uint8)
+    if not label.any():
+        raise CaseError(case, roi_label_path, "no lesion voxels to draw scribbles from")
+    scribbles = scribbles_from_label(label > 0, _spacing_zyx(roi), erosion_mm)
+    log.info("case %s: %d scribble voxels of %d lesion voxels", case, int((scribbles == 1).sum()), int(label.sum()))
+    write_image(array_like(scribbles, roi), out_path)
+
+
+def sdi_labels_case(case, roi_image_path, roi_label_path, out_labels, out_boxes, *, margin_mm, crf_params, inner_fraction, threads=1, device="auto"):
+    """SDI baseline labels of a training case: 2D boxes per axial slice of its lesion
+    (enlarged by ``margin_mm``) and the initial labels (box core and GrabCut agreeing)."""
+    from boxseg.baselines import sdi_initial_labels, slice_boxes
+    from boxseg.convcrf import CRFParams
+    from boxseg.device import configure_torch, select_device
+
+    configure_torch(threads)
+    image, roi = _array(roi_image_path, case)
+    label = _array(roi_label_path, case, np.uint8)[0] > 0
+    if not label.any():
+        raise CaseError(case, roi_label_path, "no lesion voxels to draw 2D boxes from")
+    boxes = slice_boxes(label, _spacing_zyx(roi), margin_mm)
+    labels = sdi_initial_labels(image, boxes, _spacing_zyx(roi), CRFParams.from_dict(crf_params), inner_fraction,
+                                select_device(device, claim=False))
+    log.info("case %s: %d slice boxes, %d initial lesion voxels (%d lesion voxels)", case, len(boxes), int((labels == 1).sum()), int(label.sum()))
+    write_image(array_like(labels, roi), out_labels)
+    write_json({"case": case, "margin_mm": float(margin_mm), "boxes": [list(b) for b in boxes]}, out_boxes)

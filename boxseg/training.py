@@ -40,6 +40,15 @@ class TrainSettings:
         intensity_jitter: random contrast (x 1 +- j) and brightness (+- j) change of each patch.
         foreground_fraction: share of patches centred (with a random offset inside the patch) on
             a random lesion voxel of the target; the rest are uniform random crops.
+        size_loss_weight: weight of the Constrained-CNN size loss (needs size targets): the
+            predicted lesion volume of a patch, sum of p_lesion, is pushed into
+            [(1 - t) V, (1 + t) V] with V the true lesion volume in the patch;
+            the penalty is squared and in units of the patch volume.
+        size_tolerance: t above.
+        spatial_dims: 3 (3D UNet) or 2 (a 2D UNet on axial slices; patch_size[0] must be 1).
+
+    Targets may hold IGNORE (255) where a voxel is unlabelled: the cross-entropy is then the
+    mean over labelled voxels (partial cross-entropy).
     """
 
     steps: int = 300
@@ -55,6 +64,9 @@ class TrainSettings:
     checkpoint_every: int = 50
     intensity_jitter: float = 0.1
     foreground_fraction: float = 0.0
+    size_loss_weight: float = 0.0
+    size_tolerance: float = 0.1
+    spatial_dims: int = 3
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
@@ -62,8 +74,10 @@ class TrainSettings:
         object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))
         if self.steps < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or len(self.features) < 2:
             raise ValueError("steps and batch_size must be >= 1, patch_size 3 values, features >= 2 levels")
+        if self.spatial_dims not in (2, 3) or (self.spatial_dims == 2 and self.patch_size[0] != 1):
+            raise ValueError("spatial_dims must be 3, or 2 with patch_size (1, y, x)")
         factor = 2 ** (len(self.features) - 1)
-        if any(p % factor for p in self.patch_size):
+        if any(p % factor for p in self.patch_size[3 - self.spatial_dims :]):
             raise ValueError(f"patch_size {self.patch_size} must be multiples of {factor} for {len(self.features)} levels")
 
     @classmethod
@@ -75,12 +89,12 @@ class TrainSettings:
         return cls(**values)
 
 
-def build_unet(features) -> torch.nn.Module:
-    """A 3D UNet (MONAI) with one input channel and two output classes."""
+def build_unet(features, spatial_dims: int = 3) -> torch.nn.Module:
+    """A 3D (or 2D) UNet (MONAI) with one input channel and two output classes."""
     from monai.networks.nets import UNet
 
     return UNet(
-        spatial_dims=3,
+        spatial_dims=spatial_dims,
         in_channels=1,
         out_channels=2,
         channels=tuple(features),
@@ -90,8 +104,13 @@ def build_unet(features) -> torch.nn.Module:
     )
 
 
+IGNORE = 255
+
+
 def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
     """(V)WCE: mean over voxels of V * w_target * -log p_target.
+
+    Voxels whose target is IGNORE (255) do not count: the mean is over labelled voxels.
 
     Args:
         logits: (B, 2, z, y, x).
@@ -100,10 +119,28 @@ def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
         voxel_weight: (B, z, y, x) or None (V = 1, plain WCE).
     """
     weights = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
-    loss = torch.nn.functional.cross_entropy(logits, target, weight=weights, reduction="none")
+    loss = torch.nn.functional.cross_entropy(logits, target, weight=weights, reduction="none", ignore_index=IGNORE)
     if voxel_weight is not None:
         loss = loss * voxel_weight
-    return loss.mean()
+    labelled = target != IGNORE
+    if bool(labelled.all()):
+        return loss.mean()
+    return loss.sum() / labelled.sum().clamp_min(1)
+
+
+def size_loss(logits, true_volume, tolerance: float):
+    """Constrained-CNN size penalty: relu((1 - t) V - S)^2 + relu(S - (1 + t) V)^2, S = sum p_lesion,
+    per patch, in units of the patch volume, averaged over the batch.
+
+    Args:
+        logits: (B, 2, z, y, x).
+        true_volume: (B,) true lesion voxels in each patch.
+    """
+    n = float(np.prod(logits.shape[2:]))
+    predicted = torch.softmax(logits, dim=1)[:, 1].flatten(1).sum(1)
+    low, high = (1.0 - tolerance) * true_volume, (1.0 + tolerance) * true_volume
+    penalty = torch.relu(low - predicted) ** 2 + torch.relu(predicted - high) ** 2
+    return (penalty / (n * n)).mean()
 
 
 def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitter: float = 0.0, foreground=None, foreground_fraction: float = 0.0):
@@ -153,6 +190,7 @@ def train(
     model_path,
     loss_log_path,
     voxel_weights=None,
+    size_targets=None,
     device: torch.device | str = "cpu",
     checkpoint_path=None,
     stop_after: int | None = None,
@@ -164,6 +202,8 @@ def train(
         targets: list of (z, y, x) binary arrays (pseudo-masks or fusion masks).
         settings: TrainSettings.
         voxel_weights: list of (z, y, x) weight maps for VWCE, or None for WCE.
+        size_targets: list of (z, y, x) true lesion masks whose volume per patch the size loss
+            uses (settings.size_loss_weight > 0), or None.
         checkpoint_path: resumable checkpoint; resumed from when present.
         stop_after: stop (without writing the model) after this many steps in total;
             used to test resumption.
@@ -176,7 +216,7 @@ def train(
     device = torch.device(device)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    model = build_unet(settings.features).to(device)
+    model = build_unet(settings.features, settings.spatial_dims).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings))
     step, history, epoch_losses = 0, [], []
@@ -190,12 +230,18 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         step, history = int(state["step"]), [list(row) for row in state["history"]]
         epoch_losses = [float(v) for v in state["epoch_losses"]]
-    weights = voxel_weights if voxel_weights is not None else [None] * len(images)
-    volumes = [
-        [np.asarray(i, np.float32), np.asarray(t, np.int64)] + ([np.asarray(w, np.float32)] if w is not None else [])
-        for i, t, w in zip(images, targets, weights)
-    ]
-    foreground = [np.argwhere(v[1] > 0) for v in volumes] if settings.foreground_fraction > 0 else [None] * len(volumes)
+    use_size = settings.size_loss_weight > 0
+    if use_size and size_targets is None:
+        raise ValueError("size_loss_weight > 0 needs size targets (true lesion masks)")
+    volumes = []
+    for i, image in enumerate(images):
+        v = [np.asarray(image, np.float32), np.asarray(targets[i], np.int64)]
+        if voxel_weights is not None:
+            v.append(np.asarray(voxel_weights[i], np.float32))
+        if use_size:
+            v.append(np.asarray(size_targets[i], np.float32))
+        volumes.append(v)
+    foreground = [np.argwhere(v[1] == 1) for v in volumes] if settings.foreground_fraction > 0 else [None] * len(volumes)
     model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
     while step < end:
@@ -206,8 +252,15 @@ def train(
         x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(device)
         y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         v = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if voxel_weights is not None else None
+        if settings.spatial_dims == 2:  # (B, 1, 1, y, x) slices -> (B, 1, y, x)
+            x, y = x[:, :, 0], y[:, 0]
+            v = v[:, 0] if v is not None else None
+        size = torch.tensor([float(b[-1].sum()) for b in batch], device=device) if use_size else None
         optimiser.zero_grad(set_to_none=True)
-        loss = weighted_cross_entropy(model(x), y, settings.class_weights, v)
+        logits = model(x)
+        loss = weighted_cross_entropy(logits, y, settings.class_weights, v)
+        if use_size:
+            loss = loss + settings.size_loss_weight * size_loss(logits, size, settings.size_tolerance)
         loss.backward()
         optimiser.step()
         schedule.step()
@@ -242,13 +295,16 @@ def train(
 
 def save_model(model, settings: TrainSettings, path) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_torch_save({"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size)}, Path(path))
+    _atomic_torch_save(
+        {"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims},
+        Path(path),
+    )
 
 
 def load_model(path, device="cpu"):
     """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_unet(state["features"])
+    model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), tuple(state["patch_size"])
 
@@ -262,7 +318,10 @@ def predict_probability(model, image, patch_size, device="cpu", overlap: float =
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(np.asarray(image, np.float32)[None, None]).to(device)
-    flips = [()] + ([(2,), (3,), (4,)] if flip_tta else [])
+    two_d = len(patch_size) == 3 and patch_size[0] == 1 and _is_2d(model)
+    if two_d:  # axial slices as a batch of 2D images
+        x, patch_size = x[0].permute(1, 0, 2, 3), tuple(patch_size[1:])
+    flips = [()] + ([(d,) for d in range(2, x.dim())] if flip_tta else [])
     prob = 0.0
     with torch.no_grad():
         for dims in flips:
@@ -270,4 +329,10 @@ def predict_probability(model, image, patch_size, device="cpu", overlap: float =
             logits = sliding_window_inference(xi, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
             p = torch.softmax(logits, dim=1)
             prob = prob + (torch.flip(p, dims) if dims else p)
-    return (prob / len(flips))[0, 1].cpu().numpy().astype(np.float32)
+    prob = prob / len(flips)
+    lesion = prob[:, 1] if two_d else prob[0, 1]
+    return lesion.cpu().numpy().astype(np.float32)
+
+
+def _is_2d(model) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

@@ -114,11 +114,11 @@ EVALUATED = [c for c in TEST if LABEL[c]]  # test cases with a reference label
 UNLABELLED = [c for c in TEST if not LABEL[c]] + PREDICT
 if K == 0 and {"weak_fm_wce", "weak_fm_vwce"} & set(METHODS):
     raise ValueError("methods weak_fm_wce and weak_fm_vwce need groups.k > 0")
-if "full" in METHODS:
+if {"full", "ccnn", "sdi"} & set(METHODS):
     _no_label = [c for c in TRAIN if not LABEL[c]]
     if _no_label:
         raise ValueError(
-            f"method 'full' trains on labels, but training case(s) have none: {_no_label[:10]}"
+            f"methods 'full', 'ccnn' and 'sdi' use labels, but training case(s) have none: {_no_label[:10]}"
         )
 
 
@@ -143,6 +143,22 @@ def case_inputs(wildcards):
     if BOX_FILE[wildcards.case]:
         inputs["box_file"] = BOX_FILE[wildcards.case]
     return inputs
+
+
+def final_settings(wildcards):
+    """final_training settings; the Constrained-CNN baseline adds its size loss, SDI is 2D."""
+    values = settings("final_training")
+    if wildcards.method == "ccnn":
+        ccnn = config["baselines"]["ccnn"]
+        values.update(
+            size_loss_weight=ccnn["size_loss_weight"],
+            size_tolerance=ccnn["size_tolerance"],
+        )
+    if wildcards.method == "sdi":
+        values.update(
+            spatial_dims=2, patch_size=config["baselines"]["sdi"]["patch_size"]
+        )
+    return dict(sorted(values.items()))
 
 
 def model_of(wildcards):
@@ -172,7 +188,7 @@ def final_targets():
     )
     if not MODEL:
         targets.append("results/figures/training_loss.png")
-        if any(m != "full" for m in METHODS) and all(LABEL[c] for c in TRAIN):
+        if any(m.startswith("weak") for m in METHODS) and all(LABEL[c] for c in TRAIN):
             targets.append("results/label_quality.tsv")
     return targets
 
@@ -182,12 +198,22 @@ def final_training_inputs(wildcards):
 
     weak: fusion masks with VWCE or WCE per final.loss (K > 0), pseudo-masks with WCE (K = 0);
     weak_pm_wce: pseudo-masks, WCE (the paper's K = 0); weak_fm_wce: fusion masks, WCE;
-    weak_fm_vwce: fusion masks and weight maps, VWCE; full: the true masks, WCE.
+    weak_fm_vwce: fusion masks and weight maps, VWCE; full: the true masks, WCE;
+    ccnn: Constrained-CNN scribbles (partial CE) with the true lesion volume (size loss);
+    sdi: SDI labels from 2D slice boxes, a 2D UNet trained in recursive rounds.
     """
     method = wildcards.method
     inputs = {"images": expand("results/roi/{case}/image.nii.gz", case=TRAIN)}
     if method == "full":
         inputs["targets"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
+    elif method == "sdi":
+        inputs["targets"] = expand(
+            "results/baselines/sdi/{case}/labels.nii.gz", case=TRAIN
+        )
+        inputs["boxes"] = expand("results/baselines/sdi/{case}/boxes.json", case=TRAIN)
+    elif method == "ccnn":
+        inputs["targets"] = expand("results/baselines/ccnn/{case}.nii.gz", case=TRAIN)
+        inputs["sizes"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
     elif method == "weak_pm_wce" or (method == "weak" and K == 0):
         inputs["targets"] = expand("results/pseudomasks/{case}.nii.gz", case=TRAIN)
     else:

@@ -57,7 +57,7 @@ rule loss_curves:
     input:
         groups=expand(
             "results/group/model_{k}/loss.tsv",
-            k=range(K) if any(m != "full" for m in METHODS) else [],
+            k=range(K) if any(m.startswith("weak") for m in METHODS) else [],
         ),
         final=expand("results/models/{method}/loss.tsv", method=METHODS),
     output:

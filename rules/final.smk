@@ -31,7 +31,10 @@ rule train_final:
     resources:
         gpu=1,
     params:
-        settings=settings("final_training"),
+        settings=final_settings,
+        rounds=lambda wc: (
+            config["baselines"]["sdi"]["rounds"] if wc.method == "sdi" else 1
+        ),
         device=config["device"],
         checkpoint=lambda wc: f"results/models/{wc.method}/checkpoint.pt",
     script:

@@ -170,3 +170,22 @@ class TestUserData:
         assert counts == {"preprocess": 2, "infer": 2, "predict": 1, "total": 5}  # p0 of the sheet and new1; no training
         _run(args, tmp_path)
         assert (tmp_path / "results/predictions/weak/new1/mask.nii.gz").exists()
+
+    def test_edited_box_rows_rerun_only_their_case(self, user_run, tmp_path):
+        """A box table row is its case's params: editing it reruns that case (and, for a
+        training case, what was trained on it), nothing else. ('bad' never finished.)"""
+        work, data, _ = user_run
+        copy = tmp_path / "copy"
+        shutil.copytree(work, copy, symlinks=True)
+        table = pd.read_csv(data / "boxes.tsv", sep="\t")
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        for case, expected in (("t0", {"preprocess": 2, "infer": 2, "evaluate": 2}), ("a0", {"preprocess": 2, "pseudo_mask": 1, "train_group": 1, "fuse": 4, "train_final": 1})):
+            edited = table.copy()
+            edited.loc[edited["case"] == case, "x_max"] += 2.0
+            edited.to_csv(copy / f"boxes_{case}.tsv", sep="\t", index=False)
+            config["boxes"]["table"] = str(copy / f"boxes_{case}.tsv")
+            (copy / "config.yaml").write_text(yaml.safe_dump(config))
+            counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], copy).stdout)
+            assert {k: counts.get(k, 0) for k in expected} == expected, counts
+            if case == "t0":
+                assert "pseudo_mask" not in counts and "train_group" not in counts

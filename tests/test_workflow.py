@@ -46,21 +46,22 @@ def tiny_run(tmp_path_factory):
 class TestTinyWorkflow:
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
-        assert metrics["case"].tolist() == ["case_00004"] * 4 and metrics["method"].tolist() == ["full"] * 2 + ["weak"] * 2
-        assert metrics["postprocess"].tolist() == ["largest_component", "none"] * 2
+        assert metrics["case"].tolist() == ["case_00004"] * 8
+        assert metrics["method"].tolist() == ["ccnn"] * 2 + ["full"] * 2 + ["sdi"] * 2 + ["weak"] * 2
+        assert metrics["postprocess"].tolist() == ["largest_component", "none"] * 4
         for column in ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]:
             assert column in metrics
         assert 0.0 <= metrics["dsc"][0] <= 1.0 and 0.0 < metrics["box_dsc"][0] < 1.0
         summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
-        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 4
-        assert summary["method"].tolist() == ["full"] * 10 + ["weak"] * 10
+        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 8
+        assert summary["method"].tolist() == ["ccnn"] * 10 + ["full"] * 10 + ["sdi"] * 10 + ["weak"] * 10
         raw = metrics.query("postprocess == 'none'").set_index("method")
         filtered = metrics.query("postprocess == 'largest_component'").set_index("method")
         assert (filtered["volume_pred_ml"] <= raw["volume_pred_ml"] + 1e-9).all()  # the filter only removes voxels
 
     def test_mask_on_the_original_grid(self, tiny_run):
         image = sitk.ReadImage(str(tiny_run / "results/data/case_00004/imaging.nii.gz"))
-        for method in ("weak", "full"):
+        for method in ("weak", "full", "ccnn", "sdi"):
             mask = sitk.ReadImage(str(tiny_run / f"results/predictions/{method}/case_00004/mask.nii.gz"))
             raw = sitk.ReadImage(str(tiny_run / f"results/predictions/{method}/case_00004/mask_raw.nii.gz"))
             assert raw.GetSize() == mask.GetSize()
@@ -134,7 +135,7 @@ class TestRerunsTouchOnlyWhatChanged:
         work = _copy_run(tiny_run, tmp_path)
         _edit_volume(work / "results/data/case_00004/imaging.nii.gz", lambda a: a.__setitem__((0, 0, 0), a[0, 0, 0] + 1))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts == {"preprocess": 1, "infer": 2, "evaluate": 2, "summarise": 1, "all": 1, "total": 7}  # 2 methods
+        assert counts == {"preprocess": 1, "infer": 4, "evaluate": 4, "summarise": 1, "all": 1, "total": 11}  # 4 methods
 
     def test_changed_training_label_retrains_its_group_only(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
@@ -143,8 +144,9 @@ class TestRerunsTouchOnlyWhatChanged:
         assert counts["preprocess"] == counts["pseudo_mask"] == 1
         assert counts["group_training_set"] == counts["train_group"] == 1  # only the subset holding case_00000
         assert counts["fuse"] == 4  # every training case meets the retrained group model
-        assert counts["final_training_set"] == counts["train_final"] == 2  # weak and full both train on case_00000
-        assert counts["infer"] == 2 and "phantom" not in counts
+        assert counts["scribbles"] == counts["sdi_labels"] == 1
+        assert counts["final_training_set"] == counts["train_final"] == 4  # every method trains on case_00000
+        assert counts["infer"] == 4 and "phantom" not in counts
 
     def test_changed_hyperparameter_reruns_training_not_preprocessing(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
@@ -152,8 +154,8 @@ class TestRerunsTouchOnlyWhatChanged:
         config["final_training"] = {**config["final_training"], "steps": 16}
         (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts["train_final"] == 2 and counts["infer"] == 2
-        for rule in ("preprocess", "pseudo_mask", "group_training_set", "train_group", "fuse", "final_training_set"):
+        assert counts["train_final"] == 4 and counts["infer"] == 4
+        for rule in ("preprocess", "pseudo_mask", "group_training_set", "train_group", "fuse", "final_training_set", "scribbles", "sdi_labels"):
             assert rule not in counts
 
 

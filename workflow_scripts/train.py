@@ -11,5 +11,6 @@ run_step(
         threads=s.threads,
         device=s.params.device,
         checkpoint=s.params.checkpoint,
+        rounds=s.params.get("rounds", 1),
     ),
 )

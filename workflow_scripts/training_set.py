@@ -4,6 +4,11 @@ from boxseg.workflow import run_step
 run_step(
     snakemake,
     lambda s: write_training_set(
-        s.input.images, s.input.targets, s.output[0], s.input.get("weights")
+        s.input.images,
+        s.input.targets,
+        s.output[0],
+        s.input.get("weights"),
+        s.input.get("sizes"),
+        s.input.get("boxes"),
     ),
 )

@@ -25,7 +25,7 @@ timeout -s INT 1200 "$SNAKEMAKE" --snakefile "$ROOT/Snakefile" --configfile conf
   --default-resources slurm_partition=debug mem_mb=1000 runtime=30 cpus_per_task=1 \
   2>&1 | tee snakemake.out
 rows=$(($(wc -l <results/metrics.tsv) - 1))
-[ "$rows" -eq 1 ] || { echo "FAIL: expected 1 metrics row, got $rows"; exit 1; }
+[ "$rows" -eq 8 ] || { echo "FAIL: expected 8 metrics rows (4 methods x 2 post-processings), got $rows"; exit 1; }
 n_submitted=$(grep -c "has been submitted with SLURM jobid" snakemake.out || true)
 [ "$n_submitted" -ge 15 ] || { echo "FAIL: only $n_submitted jobs went through sbatch"; exit 1; }
 echo "SLURM test: $n_submitted jobs ran through sbatch, results checked"

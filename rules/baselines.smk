@@ -1,0 +1,36 @@
+rule scribbles:
+    """Constrained-CNN baseline: the reference lesion eroded per axial slice (partial labels)."""
+    input:
+        label="results/roi/{case}/label.nii.gz",
+    output:
+        "results/baselines/ccnn/{case}.nii.gz",
+    log:
+        "logs/scribbles/{case}.log",
+    conda:
+        "../envs/boxseg.yaml"
+    params:
+        erosion_mm=config["baselines"]["ccnn"]["erosion_mm"],
+    script:
+        "../workflow_scripts/scribbles.py"
+
+
+rule sdi_labels:
+    """SDI baseline: 2D boxes on each axial slice of the lesion and their initial labels."""
+    input:
+        image="results/roi/{case}/image.nii.gz",
+        label="results/roi/{case}/label.nii.gz",
+    output:
+        labels="results/baselines/sdi/{case}/labels.nii.gz",
+        boxes="results/baselines/sdi/{case}/boxes.json",
+    log:
+        "logs/sdi_labels/{case}.log",
+    conda:
+        "../envs/boxseg.yaml"
+    threads: 1
+    params:
+        margin_mm=config["boxes"]["margin_mm"],
+        crf=settings("crf"),
+        inner_fraction=config["baselines"]["sdi"]["inner_fraction"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/sdi_labels.py"

@@ -1,0 +1,106 @@
+"""Constrained-CNN baseline: scribbles, partial cross-entropy, size loss."""
+
+import numpy as np
+import torch
+
+from boxseg.baselines import IGNORE, scribbles_from_label
+from boxseg.metrics import dice
+from boxseg.training import TrainSettings, predict_probability, size_loss, train, weighted_cross_entropy
+from tests.conftest import sphere
+
+
+def test_scribbles_are_inside_the_lesion_on_every_lesion_slice():
+    lesion = sphere((12, 30, 30), (6, 15, 15), 5.0, (2.0, 1.0, 1.0))
+    s = scribbles_from_label(lesion, (2.0, 1.0, 1.0), erosion_mm=2.0)
+    assert set(np.unique(s)) == {1, IGNORE}
+    assert lesion[s == 1].all()
+    assert ((s == 1).any(axis=(1, 2)) == lesion.any(axis=(1, 2))).all()  # even the tiny top and bottom slices
+    assert (s == 1).sum() < 0.5 * lesion.sum()
+
+
+def test_partial_cross_entropy_counts_labelled_voxels_only():
+    logits = torch.randn(1, 2, 4, 4, 4)
+    target = torch.full((1, 4, 4, 4), IGNORE, dtype=torch.int64)
+    target[0, 1, 1, 1], target[0, 2, 2, 2] = 1, 0
+    loss = weighted_cross_entropy(logits, target, (1.0, 1.0))
+    logp = torch.log_softmax(logits, 1)
+    expected = -(logp[0, 1, 1, 1, 1] + logp[0, 0, 2, 2, 2]) / 2
+    assert torch.isclose(loss, expected)
+
+
+def test_size_loss_is_zero_inside_the_bounds_and_grows_outside():
+    logits = torch.zeros(1, 2, 4, 4, 4)  # p = 0.5 everywhere: S = 32
+    assert size_loss(logits, torch.tensor([32.0]), 0.1).item() == 0.0
+    small, large = size_loss(logits, torch.tensor([20.0]), 0.1), size_loss(logits, torch.tensor([10.0]), 0.1)
+    assert 0 < small.item() < large.item()
+    assert np.isclose(large.item(), (32 - 11) ** 2 / 64**2)
+
+
+def test_constrained_cnn_learns_a_sphere_from_scribbles_and_size(tmp_path):
+    rng = np.random.default_rng(0)
+    images, targets, sizes = [], [], []
+    for i in range(3):
+        lesion = sphere((16, 24, 24), (8, 12 + 2 * i, 12 - 2 * i), 5.0)
+        images.append((0.3 + 0.4 * lesion + rng.normal(0, 0.03, lesion.shape)).astype(np.float32))
+        targets.append(scribbles_from_label(lesion, (1.0, 1.0, 1.0), erosion_mm=2.0).astype(np.int64))
+        sizes.append(lesion)
+    settings = TrainSettings(steps=120, batch_size=2, patch_size=(16, 16, 16), features=(4, 8), learning_rate=0.01,
+                             decay_rate=0.5, decay_steps=100, class_weights=(1.0, 1.0), seed=0, steps_per_epoch=20,
+                             checkpoint_every=0, intensity_jitter=0.0, size_loss_weight=50.0)
+    model = train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", size_targets=sizes)
+    model.eval()
+    prob = predict_probability(model, images[0], settings.patch_size)
+    assert dice(prob > 0.5, sizes[0]) > 0.6  # far more than the scribbles alone (they are < half the lesion)
+
+
+class TestSDI:
+    def _case(self):
+        rng = np.random.default_rng(2)
+        lesion = sphere((10, 32, 32), (5, 16, 16), 6.0, (2.0, 1.0, 1.0))
+        image = (0.3 + 0.3 * lesion + rng.normal(0, 0.02, lesion.shape)).astype(np.float32)
+        return image, lesion
+
+    def test_slice_boxes_cover_each_lesion_slice_with_the_margin(self):
+        from boxseg.baselines import box_map, slice_boxes
+
+        _, lesion = self._case()
+        boxes = slice_boxes(lesion, (2.0, 1.0, 1.0), margin_mm=2.0)
+        assert sorted({b[0] for b in boxes}) == list(np.flatnonzero(lesion.any(axis=(1, 2))))
+        covered = box_map(lesion.shape, boxes) > 0
+        assert covered[lesion].all() and covered.sum() > lesion.sum()
+
+    def test_initial_labels_core_agreeing_with_grabcut_ignore_in_box_background_outside(self):
+        from boxseg.baselines import box_map, sdi_initial_labels, slice_boxes
+
+        image, lesion = self._case()
+        boxes = slice_boxes(lesion, (2.0, 1.0, 1.0), margin_mm=2.0)
+        labels = sdi_initial_labels(image, boxes, (2.0, 1.0, 1.0), device="cpu")
+        inside = box_map(lesion.shape, boxes) > 0
+        assert (labels[~inside] == 0).all() and set(np.unique(labels[inside])) == {1, IGNORE}
+        assert lesion[labels == 1].mean() > 0.95  # the core is lesion
+
+    def test_relabel_takes_the_prediction_inside_boxes_or_falls_back(self):
+        from boxseg.baselines import sdi_relabel
+
+        initial = np.zeros((1, 10, 10), np.uint8)
+        initial[0, 2:8, 2:8] = IGNORE
+        initial[0, 4:6, 4:6] = 1
+        boxes = [(0, 2, 2, 7, 7)]
+        prob = np.zeros((1, 10, 10), np.float32)
+        prob[0, 3:7, 3:7] = 0.9
+        prob[0, 0, 0] = 0.9  # outside the box: dropped
+        out = sdi_relabel(prob, boxes, initial)
+        assert out[0, 3:7, 3:7].all() and out.sum() == 16
+        assert np.array_equal(sdi_relabel(np.zeros_like(prob), boxes, initial), initial)
+
+    def test_two_d_network_trains_and_predicts_every_slice(self, tmp_path):
+        image, lesion = self._case()
+        settings = TrainSettings(steps=30, batch_size=4, patch_size=(1, 16, 16), features=(4, 8), learning_rate=0.01,
+                                 decay_rate=0.5, decay_steps=30, class_weights=(0.2, 1.0), seed=0, steps_per_epoch=10,
+                                 checkpoint_every=0, intensity_jitter=0.0, spatial_dims=2)
+        train([image], [lesion.astype(np.int64)], settings, tmp_path / "m.pt", tmp_path / "l.tsv")
+        from boxseg.training import load_model
+
+        model, patch = load_model(tmp_path / "m.pt")
+        prob = predict_probability(model, image, patch, flip_tta=True)
+        assert prob.shape == image.shape and dice(prob > 0.5, lesion) > 0.5
