@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slurm setup report lint clean
+.PHONY: demo test test-slurm experiments setup report lint clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The paper's tables on rendered KiTS19 (data/kits19-ct) and IBSI (../shared/data/ibsi-sts):
+# results/tables/table1-3.tsv and report.html. Long: see README "Experiments".
+experiments: $(STAMP)
+	$(BIN)/python experiments/run.py --cores $(CORES)
 
 # A real single-node SLURM cluster on localhost (installs Debian's slurm-wlm; needs root).
 test-slurm: $(STAMP)

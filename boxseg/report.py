@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -95,5 +97,111 @@ def loss_figure(group_logs, final_logs, out_png):
     ax.set_ylabel("training loss (mean per epoch)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
+    _savefig(fig, out_png)
+    plt.close(fig)
+
+
+# --- Experiment figures (the paper's Figs 7-13) ---------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def dsc_volume_figure(metrics: pd.DataFrame, out_png, postprocess="largest_component"):
+    """Per-case DSC against reference lesion volume, one panel per dataset, one colour per method."""
+    plt = _plt()
+    data = metrics[metrics["postprocess"] == postprocess]
+    datasets = sorted(data["dataset"].unique())
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6 * max(len(datasets), 1), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = data[data["dataset"] == dataset]
+        for i, (method, rows) in enumerate(part.groupby("method")):
+            ax.scatter(rows["volume_ref_ml"], rows["dsc"], s=12, alpha=0.7, color=f"C{i}", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("reference lesion volume (ml)")
+        ax.set_ylabel(f"DSC ({postprocess})")
+        ax.set_title(dataset)
+        ax.legend(fontsize=7)
+    _savefig(fig, out_png)
+    plt.close(fig)
+
+
+def final_loss_figure(run_dir, methods, out_png):
+    """Training loss per epoch of each method's final model in one run (paper Fig 13)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, method in enumerate(methods):
+        path = Path(run_dir) / f"results/models/{method}/loss.tsv"
+        if path.exists():
+            t = pd.read_csv(path, sep="\t")
+            ax.plot(t["step"], t["loss"], color=f"C{i}", label=method)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (mean per epoch)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    _savefig(fig, out_png)
+    plt.close(fig)
+
+
+def _centre_slice(mask):
+    where = np.argwhere(mask)
+    return int(np.round(where[:, 0].mean())) if len(where) else mask.shape[0] // 2
+
+
+def label_overlay_figure(run_dir, cases, out_png):
+    """Pseudo-mask (red) and fusion mask (blue) against the reference (green) on training ROIs (Fig 12)."""
+    plt = _plt()
+    run = Path(run_dir) / "results"
+    fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 4), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(run / f"roi/{case}/image.nii.gz")))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(run / f"roi/{case}/label.nii.gz"))) > 0
+        z = _centre_slice(ref)
+        ax.imshow(image[z], cmap="gray")
+        for path, colour in ((run / f"pseudomasks/{case}.nii.gz", "red"), (run / f"fusion/{case}/fusion.nii.gz", "dodgerblue")):
+            if path.exists():
+                m = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z]
+                if m.any():
+                    ax.contour(m, [0.5], colors=colour, linewidths=1.0)
+        if ref[z].any():
+            ax.contour(ref[z], [0.5], colors="lime", linewidths=1.0)
+        ax.set_title(f"{case}: reference green, PM red, FM blue", fontsize=8)
+        ax.axis("off")
+    _savefig(fig, out_png)
+    plt.close(fig)
+
+
+def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_png, *, tumor_values, window_hu, postprocess="largest_component"):
+    """One test case, the mask of each method (red) against the reference (green) (Figs 7, 9)."""
+    plt = _plt()
+    run = Path(run_dir) / "results"
+    image = read_image(image_path, case)
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
+    z = _centre_slice(ref)
+    metrics = pd.read_csv(run / "metrics.tsv", sep="\t") if (run / "metrics.tsv").exists() else pd.DataFrame()
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        name = "mask.nii.gz" if postprocess == "largest_component" else "mask_raw.nii.gz"
+        path = run / f"predictions/{method}/{case}/{name}"
+        ax.imshow(np.clip(hu[z], *window_hu), cmap="gray")
+        if ref[z].any():
+            ax.contour(ref[z], [0.5], colors="lime", linewidths=1.0)
+        title = method
+        if path.exists():
+            pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z]
+            if pred.any():
+                ax.contour(pred, [0.5], colors="red", linewidths=1.0)
+            row = metrics[(metrics.get("case") == case) & (metrics.get("method") == method) & (metrics.get("postprocess") == postprocess)] if not metrics.empty else metrics
+            if len(row):
+                title += f": DSC {row['dsc'].iloc[0]:.3f}"
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
     _savefig(fig, out_png)
     plt.close(fig)

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Run the experiment set and write the paper's tables and figures.
+
+usage: python experiments/run.py [--config experiments/experiments.yaml] [--cores 2]
+                                 [--tables-only] [--dry-run]
+
+Each (dataset, margin, seed) is an ordinary workflow run in its own directory
+(out_dir/DATASET/mMARGIN/seedSEED) on the dataset's config with the margin,
+the methods and seed offsets layered on top; inside a run, the methods share
+the preprocessing, pseudo-masks and group models through the DAG. Reruns
+touch only what changed. Then boxseg.tables writes table1-3.tsv and the
+figures, and report.html shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def plan(config: dict, root: Path) -> list:
+    """The runs: dataset, margin, seed, directory, methods and the config layer of each."""
+    runs = []
+    for name, dataset in config["datasets"].items():
+        data_dir = (root / dataset["dir"]).resolve() if dataset.get("dir") else None
+        if data_dir is not None and not data_dir.is_dir():
+            print(f"experiments: skipping {name}: {data_dir} not found", file=sys.stderr)
+            continue
+        base = yaml.safe_load((root / dataset["configfile"]).read_text())
+        for margin in config["margins_mm"]:
+            for seed in config["seeds"]:
+                methods = list(config["methods"])
+                if float(margin) == float(config["reference_margin_mm"]):
+                    methods += [m for m in config["reference_methods"] if m not in methods]
+                layer = _merge(config.get("config_overrides") or {}, {
+                    "boxes": {"margin_mm": float(margin)},
+                    "methods": methods,
+                    "groups": {"seed": int(base.get("groups", {}).get("seed", 0)) + int(seed)},
+                    "group_training": {"seed": int(base.get("group_training", {}).get("seed", 1)) + 100 * int(seed)},
+                    "final_training": {"seed": int(base.get("final_training", {}).get("seed", 2)) + 100 * int(seed)},
+                })
+                if data_dir is not None:
+                    layer["dataset_dir"] = str(data_dir)
+                runs.append({"dataset": name, "margin_mm": float(margin), "seed": int(seed), "methods": methods,
+                             "path": (root / config["out_dir"] / name / f"m{margin}" / f"seed{seed}").resolve(),
+                             "configfile": (root / dataset["configfile"]).resolve(), "layer": layer})
+    return runs
+
+
+def run_workflow(run: dict, cores: int, dry_run: bool = False) -> int:
+    path = run["path"]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "experiment.yaml").write_text(yaml.safe_dump(run["layer"], sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(path),
+           "--configfile", str(ROOT / "config.yaml"), str(run["configfile"]), str(path / "experiment.yaml"),
+           "--cores", str(cores), "--keep-going", "--quiet", "rules"] + (["-n"] if dry_run else [])
+    with open(path / "snakemake.log", "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def _img(path: Path) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" style="max-width:100%">'
+
+
+def figures_and_report(config: dict, runs: list, tables: dict, root: Path, wall_s: float):
+    from boxseg.report import dsc_volume_figure, final_loss_figure, label_overlay_figure, variant_overlay_figure
+
+    figures = root / config["figures_dir"]
+    figures.mkdir(parents=True, exist_ok=True)
+    made = []
+    if not tables["metrics"].empty:
+        dsc_volume_figure(tables["metrics"], figures / "dsc_vs_volume.png")
+        made.append(figures / "dsc_vs_volume.png")
+    reference = [r for r in runs if r["margin_mm"] == float(config["reference_margin_mm"]) and r["seed"] == config["seeds"][0]]
+    for run in reference:
+        results = run["path"] / "results"
+        if not (results / "cases.tsv").exists():
+            continue
+        import pandas as pd
+
+        sheet = pd.read_csv(results / "cases.tsv", sep="\t", keep_default_na=False)
+        prefix = figures / run["dataset"]
+        final_loss_figure(run["path"], run["methods"], f"{prefix}_final_loss.png")
+        train = sheet[sheet["split"] == "train"]["case"].tolist()[:3]
+        if train and (results / f"fusion/{train[0]}/fusion.nii.gz").exists():
+            label_overlay_figure(run["path"], train, f"{prefix}_pm_vs_fm.png")
+            made.append(Path(f"{prefix}_pm_vs_fm.png"))
+        test = sheet[(sheet["split"] == "test") & (sheet["label"] != "")]
+        if len(test) and (results / "metrics.tsv").exists():
+            row = test.iloc[0]
+            base = yaml.safe_load(run["configfile"].read_text())
+            image, label = (p if Path(p).is_absolute() else run["path"] / p for p in (row["image"], row["label"]))
+            variant_overlay_figure(run["path"], row["case"], image, label, run["methods"], f"{prefix}_variants.png",
+                                   tumor_values=base["dataset"]["tumor_values"], window_hu=base.get("preprocess", {}).get("window_hu", [-200, 500]))
+            made.append(Path(f"{prefix}_variants.png"))
+        made.append(Path(f"{prefix}_final_loss.png"))
+    html = ["<html><head><meta charset='utf-8'><title>boxseg experiments</title></head><body>",
+            f"<h1>boxseg experiments</h1><p>{len(runs)} workflow runs, wall time {wall_s / 60:.1f} min.</p>"]
+    for name in ("table1", "table2", "table3"):
+        html += [f"<h2>{name}</h2>", tables[name].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")]
+    for path in made:
+        html += [f"<h3>{path.name}</h3>", _img(path)]
+    html.append("</body></html>")
+    out = root / config["tables_dir"] / "report.html"
+    out.write_text("\n".join(html))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "experiments/experiments.yaml"))
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--root", default=str(ROOT), help="paths in the config are relative to this (default: the repository)")
+    ap.add_argument("--tables-only", action="store_true", help="only collect finished runs into tables and figures")
+    ap.add_argument("--dry-run", action="store_true", help="plan every run with snakemake -n")
+    args = ap.parse_args(argv)
+    root = Path(args.root).resolve()
+    config = yaml.safe_load(Path(args.config).read_text())
+    runs = plan(config, root)
+    start = time.perf_counter()
+    failed = []
+    if not args.tables_only:
+        for run in runs:
+            t = time.perf_counter()
+            rc = run_workflow(run, args.cores, args.dry_run)
+            print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: rc {rc}, {time.perf_counter() - t:.0f} s "
+                  f"({run['path'] / 'snakemake.log'})", flush=True)
+            if rc:
+                failed.append(run)
+    if args.dry_run:
+        return 1 if failed else 0
+    from boxseg.tables import write_tables
+
+    tables = write_tables(runs, root / config["tables_dir"], config["reference_margin_mm"])
+    report = figures_and_report(config, runs, tables, root, time.perf_counter() - start)
+    for name in ("table1", "table2", "table3"):
+        print(f"\n{name}\n{tables[name].to_string(index=False, float_format=lambda v: f'{v:.3f}')}")
+    print(f"\nreport: {report}; wall time {(time.perf_counter() - start) / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
