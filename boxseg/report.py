@@ -81,18 +81,19 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
 
 def loss_figure(group_logs, final_logs, out_png):
     """Loss per epoch of every group model and of each method's final model (``{method: path}``)."""
-    import matplotlib
+    curves = [(path, f"group model {k} (WCE)", {"alpha": 0.7}) for k, path in enumerate(group_logs)]
+    curves += [(path, f"final model: {method}", {"color": f"C{7 + i}" if i else "black", "linewidth": 2})
+               for i, (method, path) in enumerate(final_logs.items())]
+    _loss_plot(curves, out_png)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _loss_plot(curves, out_png):
+    """Loss logs (path, label, plot style) on one log-scale axis."""
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k, path in enumerate(group_logs):
+    for path, label, style in curves:
         t = pd.read_csv(path, sep="\t")
-        ax.plot(t["step"], t["loss"], label=f"group model {k} (WCE)", alpha=0.7)
-    for i, (method, path) in enumerate(final_logs.items()):
-        t = pd.read_csv(path, sep="\t")
-        ax.plot(t["step"], t["loss"], label=f"final model: {method}", color=f"C{7 + i}" if i else "black", linewidth=2)
+        ax.plot(t["step"], t["loss"], label=label, **style)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean per epoch)")
     ax.set_yscale("log")
@@ -134,19 +135,8 @@ def dsc_volume_figure(metrics: pd.DataFrame, out_png, postprocess="largest_compo
 
 def final_loss_figure(run_dir, methods, out_png):
     """Training loss per epoch of each method's final model in one run (paper Fig 13)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, method in enumerate(methods):
-        path = Path(run_dir) / f"results/models/{method}/loss.tsv"
-        if path.exists():
-            t = pd.read_csv(path, sep="\t")
-            ax.plot(t["step"], t["loss"], color=f"C{i}", label=method)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (mean per epoch)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    _savefig(fig, out_png)
-    plt.close(fig)
+    paths = [(Path(run_dir) / f"results/models/{m}/loss.tsv", m) for m in methods]
+    _loss_plot([(p, m, {"color": f"C{i}"}) for i, (p, m) in enumerate(paths) if p.exists()], out_png)
 
 
 def _centre_slice(mask):
