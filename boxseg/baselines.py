@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-IGNORE = 255
+from boxseg.training import IGNORE  # the training loss's "unlabelled" target value
 
 
 def scribbles_from_label(lesion: np.ndarray, spacing_mm, erosion_mm: float = 3.0) -> np.ndarray:

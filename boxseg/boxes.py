@@ -117,15 +117,21 @@ def read_box_table(path) -> "pd.DataFrame":
     return table[BOX_TABLE_COLUMNS]
 
 
+def box_rows_by_case(table) -> dict:
+    """Every case's rows as plain dicts (JSON-able, so they can be a rule's params), in one pass."""
+    out = {}
+    for r in table.itertuples():
+        out.setdefault(str(r.case), []).append(
+            {"lesion": int(r.lesion), "coordinates": str(r.coordinates),
+             "min": [float(r.x_min), float(r.y_min), float(r.z_min)],
+             "max": [float(r.x_max), float(r.y_max), float(r.z_max)]}
+        )
+    return out
+
+
 def box_rows(table, case: str) -> list:
-    """The rows of one case as plain dicts (JSON-able, so they can be a rule's params)."""
-    rows = table[table["case"] == case]
-    return [
-        {"lesion": int(r.lesion), "coordinates": str(r.coordinates),
-         "min": [float(r.x_min), float(r.y_min), float(r.z_min)],
-         "max": [float(r.x_max), float(r.y_max), float(r.z_max)]}
-        for r in rows.itertuples()
-    ]
+    """The rows of one case (see ``box_rows_by_case``)."""
+    return box_rows_by_case(table[table["case"] == case]).get(case, [])
 
 
 def read_slicer_rois(path) -> list:

@@ -92,7 +92,7 @@ def preprocess_case(
     Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
     cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
     """
-    from boxseg.preprocess import crop_roi, load_case
+    from boxseg.preprocess import crop_roi, lesion_on_grid, load_case
 
     image, label = load_case(case, image_path, label_path or None)
     source, boxes = case_boxes(case, image, label, box_rows=box_rows, box_file=box_file, margin_mm=margin_mm,
@@ -115,20 +115,13 @@ def preprocess_case(
         organ_values=organ_values,
     )
     if roi_label is None and label is not None:
-        roi_label = crop_label(label, roi_image, tumor_values)
+        roi_label = lesion_on_grid(label, roi_image, tumor_values)
     if roi_label is None:
         roi_label = array_like(np.zeros(roi_image.GetSize()[::-1], np.uint8), roi_image)
     write_image(roi_label, out_label)
     write_json(geometry, out_geometry)
     write_image(roi_image, out_image)
     write_json({"case": case, "source": source, "margin_mm": float(margin_mm) if source == "label" else 0.0, "boxes": boxes}, out_boxes)
-
-
-def crop_label(label, roi_image, tumor_values):
-    from boxseg.geometry import resample
-
-    lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), label)
-    return resample(lesion, roi_image, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 def roi_boxes(boxes_json, geometry_json, roi_image: sitk.Image):
@@ -161,7 +154,7 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
 
 
 def _load_pairs(image_paths, target_paths, weight_paths=None):
-    from boxseg.baselines import IGNORE
+    from boxseg.training import IGNORE
 
     images = [_array(p)[0] for p in image_paths]
     targets = []

@@ -75,10 +75,7 @@ def crop_roi(
     reference = roi_reference(image, centre, roi_size_mm, spacing_mm)
     hu = resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
     roi_image = array_like(normalise_hu(sitk.GetArrayViewFromImage(hu), window_hu), reference)
-    roi_label = None
-    if label is not None:
-        lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), image)
-        roi_label = resample(lesion, reference, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    roi_label = lesion_on_grid(label, reference, tumor_values) if label is not None else None
     geometry = {
         "case": case,
         "original": geometry_of(image),
@@ -87,6 +84,12 @@ def crop_roi(
         "window_hu": [float(v) for v in window_hu],
     }
     return roi_image, roi_label, geometry
+
+
+def lesion_on_grid(label: sitk.Image, reference: sitk.Image, tumor_values) -> sitk.Image:
+    """The label's lesion (``tumor_values``) as a uint8 mask resampled (nearest) onto ``reference``."""
+    lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), label)
+    return resample(lesion, reference, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 def box_bounds_on_roi(boxes, original: sitk.Image, roi: sitk.Image):

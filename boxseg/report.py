@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from boxseg.io import read_image, read_label, write_text
+from boxseg.io import read_image, read_json, read_label, write_text
 
 SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
@@ -51,17 +51,12 @@ def _savefig(fig, path):
 
 def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu, postprocess=None):
     """Axial slice through the lesion centre with reference (green) and prediction (red) contours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     image = read_image(image_path, case)
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
     pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
-    where = np.argwhere(ref if ref.any() else pred)
-    z = int(np.round(where[:, 0].mean())) if len(where) else hu.shape[0] // 2
+    z = _centre_slice(ref if ref.any() else pred)
     scores = pd.read_csv(metrics_path, sep="\t")
     if postprocess is not None and "postprocess" in scores:
         scores = scores[scores["postprocess"] == postprocess]
@@ -69,10 +64,8 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
     sy, sx = image.GetSpacing()[1], image.GetSpacing()[0]
     fig, ax = plt.subplots(figsize=(5, 5 * hu.shape[1] * sy / (hu.shape[2] * sx)))
     ax.imshow(np.clip(hu[z], *window_hu), cmap="gray", aspect=sy / sx)
-    if ref[z].any():
-        ax.contour(ref[z], [0.5], colors="lime", linewidths=1.2)
-    if pred[z].any():
-        ax.contour(pred[z], [0.5], colors="red", linewidths=1.2)
+    _contour(ax, ref[z], "lime", 1.2)
+    _contour(ax, pred[z], "red", 1.2)
     ax.set_title(f"{case} ({scores.get('method', '')}) slice {z}: DSC {scores['dsc']:.3f} (box {scores['box_dsc']:.3f})", fontsize=9)
     ax.axis("off")
     _savefig(fig, out_png)
@@ -140,8 +133,15 @@ def final_loss_figure(run_dir, methods, out_png):
 
 
 def _centre_slice(mask):
+    """The axial slice through the mask's centre (the middle slice when it is empty)."""
     where = np.argwhere(mask)
     return int(np.round(where[:, 0].mean())) if len(where) else mask.shape[0] // 2
+
+
+def _contour(ax, mask2d, colour, width=1.0):
+    """The 0.5 contour of a 2D mask, when it has any voxel."""
+    if mask2d.any():
+        ax.contour(mask2d, [0.5], colors=colour, linewidths=width)
 
 
 def label_overlay_figure(run_dir, cases, out_png):
@@ -156,11 +156,8 @@ def label_overlay_figure(run_dir, cases, out_png):
         ax.imshow(image[z], cmap="gray")
         for path, colour in ((run / f"pseudomasks/{case}.nii.gz", "red"), (run / f"fusion/{case}/fusion.nii.gz", "dodgerblue")):
             if path.exists():
-                m = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z]
-                if m.any():
-                    ax.contour(m, [0.5], colors=colour, linewidths=1.0)
-        if ref[z].any():
-            ax.contour(ref[z], [0.5], colors="lime", linewidths=1.0)
+                _contour(ax, sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z], colour)
+        _contour(ax, ref[z], "lime")
         ax.set_title(f"{case}: reference green, PM red, FM blue", fontsize=8)
         ax.axis("off")
     _savefig(fig, out_png)
@@ -169,6 +166,8 @@ def label_overlay_figure(run_dir, cases, out_png):
 
 def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_png, *, tumor_values, window_hu, postprocess="largest_component"):
     """One test case, the mask of each method (red) against the reference (green) (Figs 7, 9)."""
+    from boxseg.pipeline import postprocess_mask
+
     plt = _plt()
     run = Path(run_dir) / "results"
     image = read_image(image_path, case)
@@ -177,17 +176,15 @@ def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_p
     z = _centre_slice(ref)
     metrics = pd.read_csv(run / "metrics.tsv", sep="\t") if (run / "metrics.tsv").exists() else pd.DataFrame()
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
+    boxes = read_json(run / f"boxes/{case}.json")
     for ax, method in zip(axes[0], methods):
-        name = "mask.nii.gz" if postprocess == "largest_component" else "mask_raw.nii.gz"
-        path = run / f"predictions/{method}/{case}/{name}"
+        path = run / f"predictions/{method}/{case}/mask_raw.nii.gz"
         ax.imshow(np.clip(hu[z], *window_hu), cmap="gray")
-        if ref[z].any():
-            ax.contour(ref[z], [0.5], colors="lime", linewidths=1.0)
+        _contour(ax, ref[z], "lime")
         title = method
-        if path.exists():
-            pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z]
-            if pred.any():
-                ax.contour(pred, [0.5], colors="red", linewidths=1.0)
+        if path.exists():  # the post-processing the scores used (mask.nii.gz has the configured one)
+            raw = sitk.GetArrayFromImage(read_label(path, image, case)) > 0
+            _contour(ax, postprocess_mask(raw, boxes, image, postprocess)[z], "red")
             row = metrics[(metrics.get("case") == case) & (metrics.get("method") == method) & (metrics.get("postprocess") == postprocess)] if not metrics.empty else metrics
             if len(row):
                 title += f": DSC {row['dsc'].iloc[0]:.3f}"

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +93,6 @@ def figures_and_report(config: dict, runs: list, tables: dict, root: Path, wall_
         results = run["path"] / "results"
         if not (results / "cases.tsv").exists():
             continue
-        import pandas as pd
-
         sheet = pd.read_csv(results / "cases.tsv", sep="\t", keep_default_na=False)
         prefix = figures / run["dataset"]
         final_loss_figure(run["path"], run["methods"], f"{prefix}_final_loss.png")

@@ -8,7 +8,7 @@ from boxseg.dataset import (
     read_sheet,
     synthetic_sheet,
 )
-from boxseg.boxes import box_rows, read_box_table
+from boxseg.boxes import box_rows_by_case, read_box_table
 from boxseg.io import CASE_ID_PATTERN
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -84,11 +84,7 @@ if BOX_TABLE is not None:
         raise ValueError(
             f"box table {config['boxes']['table']} names case(s) not in the case sheet: {_unknown[:10]}"
         )
-BOX_ROWS = (
-    {}
-    if BOX_TABLE is None
-    else {c: box_rows(BOX_TABLE, c) for c in sorted(set(BOX_TABLE["case"]))}
-)
+BOX_ROWS = {} if BOX_TABLE is None else box_rows_by_case(BOX_TABLE)
 SPLIT = dict(zip(CASES["case"], CASES["split"]))
 TRAIN = sorted(c for c, s in SPLIT.items() if s == "train")
 TEST = sorted(c for c, s in SPLIT.items() if s == "test")

@@ -128,9 +128,9 @@ def test_real_ct_ras_round_trip(shared_dir, tmp_path):
     label = array_like(kidney.astype(np.uint8), ct)
     roi, roi_label, _ = crop_roi("ts", ct, None, [record], spacing_mm=(2.0, 2.0, 2.0), roi_size_mm=(160, 120, 120),
                                  window_hu=(-200, 500), tumor_values=(1,), organ_values=())
-    from boxseg.pipeline import crop_label
+    from boxseg.preprocess import lesion_on_grid
 
-    back = to_original_grid(sitk.Cast(crop_label(label, roi, (1,)), sitk.sitkFloat32), ct) > 0.5
+    back = to_original_grid(sitk.Cast(lesion_on_grid(label, roi, (1,)), sitk.sitkFloat32), ct) > 0.5
     assert same_grid(array_like(back.astype(np.uint8), ct), ct)
     dsc = 2 * (back & kidney).sum() / (back.sum() + kidney.sum())
     assert dsc > 0.9, dsc
