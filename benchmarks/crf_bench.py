@@ -2,7 +2,8 @@
 """Pseudo-mask quality and speed: box, inscribed ellipsoid, DenseCRF and our ConvCRF.
 
 usage: python benchmarks/crf_bench.py --kits KITS_DIR --ibsi IBSI_DIR --out FILE.tsv
-       [--margins 0 3.5 7] [--max-cases N] [--threads 2]
+       [--margins 0 3.5 7] [--max-cases N] [--threads 2] [--devices cpu cuda]
+       [--save-rois ROIS.npz | --load-rois ROIS.npz]
 
 KITS_DIR: KiTS layout (case_*/imaging.nii.gz, segmentation.nii.gz; tumor = 2, kidney = 1).
 IBSI_DIR: STS_xxx/CT_image.nii.gz, CT_mask.nii.gz (tumor = 1).
@@ -16,6 +17,12 @@ lattice) with the same box-prior unary, the best of a small parameter grid
 ``convcrf`` runs with config.yaml's defaults. sec_per_case times the CRF call
 alone (for densecrf: one grid point). Writes one row per (dataset, margin_mm,
 method) and prints the table.
+
+``--devices cpu cuda`` times the ConvCRF on each device in the same run (rows
+``convcrf`` and ``convcrf_cuda``; CUDA is warmed up on the first ROI before timing).
+``--save-rois`` writes the prepared ROIs, boxes and reference masks to one .npz and
+stops; ``--load-rois`` reads them instead of the images, so the benchmark runs where
+SimpleITK is not installed (a GPU machine).
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 
 from boxseg.convcrf import CRFParams, box_prior, boxes_prior, pseudo_mask_from_boxes  # noqa: E402
 from boxseg.metrics import dice  # noqa: E402
-from boxseg.preprocess import box_bounds_on_roi, crop_roi, load_case, make_boxes, roi_box_mask  # noqa: E402
 
 DENSECRF_GRID = {"theta_position_mm": [3.0, 8.0], "theta_intensity": [0.05, 0.15], "weight": [3.0, 10.0]}
 
@@ -55,6 +60,10 @@ def find_cases(kits_dir, ibsi_dir):
 
 
 def prepare(case, image_path, label_path, tumor, margin_mm, prep):
+    import SimpleITK as sitk
+
+    from boxseg.preprocess import box_bounds_on_roi, crop_roi, load_case, make_boxes, roi_box_mask
+
     image, label = load_case(case, image_path, label_path)
     boxes = make_boxes(case, image, label, label_path, margin_mm, tumor)
     # ROI: the lesion boxes plus 24 mm on each side, at the workflow's spacing (the CRF only needs the boxes' surroundings).
@@ -65,7 +74,48 @@ def prepare(case, image_path, label_path, tumor, margin_mm, prep):
                                  window_hu=prep["window_hu"], tumor_values=tumor, organ_values=())
     bounds = box_bounds_on_roi(boxes, image, roi)
     spacing = tuple(float(s) for s in roi.GetSpacing()[::-1])
-    return sitk.GetArrayFromImage(roi).astype(np.float32), sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing
+    image = sitk.GetArrayFromImage(roi).astype(np.float32)
+    return image, sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing, roi_box_mask(bounds, image.shape)
+
+
+def prepared_rois(cases, margins, prep):
+    """(dataset, case, margin, image, ref, bounds, spacing, inside) for every case and margin."""
+    for dataset, case, image_path, label_path, tumor in cases:
+        for margin in margins:
+            yield (dataset, case, margin, *prepare(case, image_path, label_path, tumor, margin, prep))
+
+
+def save_rois(path, rois, reach_vox: int):
+    """One .npz for a machine without SimpleITK. To keep it small the image is stored as
+    float16 and only on the boxes' bounding region plus ``reach_vox`` voxels (the ConvCRF
+    reads nothing beyond its shell and window, so its result is unchanged); the rest of the
+    ROI reads back as zeros, which DenseCRF then sees (its timing, not its DSC, is comparable)."""
+    arrays, meta = {}, []
+    for i, (dataset, case, margin, image, ref, bounds, spacing, inside) in enumerate(rois):
+        idx = np.argwhere(inside)
+        lo = np.maximum(idx.min(0) - reach_vox, 0)
+        hi = np.minimum(idx.max(0) + reach_vox + 1, image.shape)
+        arrays[f"image{i}"] = image[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float16)
+        arrays[f"ref{i}"], arrays[f"inside{i}"] = np.packbits(ref), np.packbits(inside)
+        meta.append({"dataset": dataset, "case": case, "margin": margin, "spacing": list(spacing),
+                     "shape": list(image.shape), "offset": lo.tolist(),
+                     "bounds": [[list(map(float, lo)), list(map(float, hi))] for lo, hi in bounds]})
+    np.savez_compressed(path, meta=np.array(yaml.safe_dump(meta)), **arrays)
+    return len(meta)
+
+
+def load_rois(path, margins):
+    data = np.load(path)
+    for i, m in enumerate(yaml.safe_load(str(data["meta"]))):
+        if m["margin"] not in margins:
+            continue
+        shape, n = tuple(m["shape"]), int(np.prod(m["shape"]))
+        crop = data[f"image{i}"].astype(np.float32)
+        image = np.zeros(shape, np.float32)
+        image[tuple(slice(o, o + c) for o, c in zip(m["offset"], crop.shape))] = crop
+        ref, inside = (np.unpackbits(data[f"{k}{i}"], count=n).reshape(shape).astype(bool) for k in ("ref", "inside"))
+        bounds = [(np.asarray(lo), np.asarray(hi)) for lo, hi in m["bounds"]]
+        yield m["dataset"], m["case"], m["margin"], image, ref, bounds, tuple(m["spacing"]), inside
 
 
 def ellipsoid_mask(shape, bounds):
@@ -75,7 +125,7 @@ def ellipsoid_mask(shape, bounds):
     return out
 
 
-def densecrf(image, bounds, spacing, prior_softness, theta_position_mm, theta_intensity, weight, iterations=5):
+def densecrf(image, bounds, inside, spacing, prior_softness, theta_position_mm, theta_intensity, weight, iterations=5):
     """DenseCRF with the ConvCRF's own box prior as unary (same ``prior_softness``)."""
     import pydensecrf.densecrf as dcrf
 
@@ -89,7 +139,6 @@ def densecrf(image, bounds, spacing, prior_softness, theta_position_mm, theta_in
     smooth = np.stack([g / 2.0 for g in grids]).reshape(3, -1)
     crf.addPairwiseEnergy(np.ascontiguousarray(smooth.astype(np.float32)), compat=1.0)
     q = np.array(crf.inference(iterations)).reshape(2, *image.shape)
-    inside = roi_box_mask(bounds, image.shape)
     return (q[1] > q[0]) & inside
 
 
@@ -97,14 +146,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kits")
     ap.add_argument("--ibsi")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="result table (required unless --save-rois)")
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 3.5, 7.0])
     ap.add_argument("--max-cases", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     ap.add_argument("--crf", nargs="*", default=[], metavar="KEY=VALUE", help="override ConvCRF settings (exploration)")
     ap.add_argument("--no-densecrf", action="store_true", help="skip the DenseCRF grid")
+    ap.add_argument("--devices", nargs="+", default=["cpu"], help="ConvCRF devices timed side by side (cpu, cuda)")
+    ap.add_argument("--save-rois", metavar="NPZ", help="write the prepared ROIs and stop")
+    ap.add_argument("--load-rois", metavar="NPZ", help="read prepared ROIs instead of --kits/--ibsi")
     args = ap.parse_args(argv)
+    if not args.out and not args.save_rois:
+        ap.error("--out is required")
 
     import torch
 
@@ -112,27 +166,46 @@ def main(argv=None):
     config = yaml.safe_load(Path(args.config).read_text())
     overrides = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in args.crf)}
     params = CRFParams.from_dict({**config["crf"], **overrides})
-    cases = find_cases(args.kits, args.ibsi)
-    if args.max_cases:
-        cases = [c for ds in ("kits19", "ibsi") for c in [x for x in cases if x[0] == ds][: args.max_cases]]
-    if not cases:
-        sys.exit("no cases found: give --kits and/or --ibsi directories")
+    if args.load_rois:
+        rois = list(load_rois(args.load_rois, args.margins))
+        if args.max_cases:
+            keep = {ds: sorted({r[1] for r in rois if r[0] == ds})[: args.max_cases] for ds in ("kits19", "ibsi")}
+            rois = [r for r in rois if r[1] in keep[r[0]]]
+    else:
+        cases = find_cases(args.kits, args.ibsi)
+        if args.max_cases:
+            cases = [c for ds in ("kits19", "ibsi") for c in [x for x in cases if x[0] == ds][: args.max_cases]]
+        rois = prepared_rois(cases, args.margins, config["preprocess"])
+        if args.save_rois:
+            spacing = min(config["preprocess"]["spacing_mm"])
+            n = save_rois(args.save_rois, rois, int(np.ceil(params.shell_mm / spacing)) + params.window_radius_vox + 1)
+            print(f"wrote {n} ROIs to {args.save_rois}")
+            return
+    if not args.load_rois and not cases or args.load_rois and not rois:
+        sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
+    if "cuda" in args.devices and not torch.cuda.is_available():
+        sys.exit("--devices cuda: no CUDA device here")
+    warmed = set()
     grid = [] if args.no_densecrf else [dict(zip(DENSECRF_GRID, v)) for v in itertools.product(*DENSECRF_GRID.values())]
     rows = []
-    for dataset, case, image_path, label_path, tumor in cases:
-        for margin in args.margins:
-            image, ref, bounds, spacing = prepare(case, image_path, label_path, tumor, margin, config["preprocess"])
-            r = {"dataset": dataset, "case": case, "margin_mm": margin}
-            rows.append({**r, "method": "box", "dsc": dice(roi_box_mask(bounds, image.shape), ref), "sec": 0.0})
-            rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
+    for dataset, case, margin, image, ref, bounds, spacing, inside in rois:
+        r = {"dataset": dataset, "case": case, "margin_mm": margin}
+        rows.append({**r, "method": "box", "dsc": dice(inside, ref), "sec": 0.0})
+        rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
+        for device in args.devices:
+            if device != "cpu" and device not in warmed:  # context, kernels, allocator: outside the timing
+                pseudo_mask_from_boxes(image, bounds, spacing, params, device=device)
+                warmed.add(device)
             t = time.perf_counter()
-            conv = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu") > 0.5
-            rows.append({**r, "method": "convcrf", "dsc": dice(conv, ref), "sec": time.perf_counter() - t})
-            for i, g in enumerate(grid):
-                t = time.perf_counter()
-                dense = densecrf(image, bounds, spacing, params.prior_softness, **g)
-                rows.append({**r, "method": f"densecrf#{i}", "dsc": dice(dense, ref), "sec": time.perf_counter() - t})
-        print(f"{dataset} {case}: done", file=sys.stderr, flush=True)
+            conv = pseudo_mask_from_boxes(image, bounds, spacing, params, device=device) > 0.5  # returns on the host
+            name = "convcrf" if device == "cpu" else f"convcrf_{device}"
+            rows.append({**r, "method": name, "dsc": dice(conv, ref), "sec": time.perf_counter() - t})
+        for i, g in enumerate(grid):
+            t = time.perf_counter()
+            dense = densecrf(image, bounds, inside, spacing, params.prior_softness, **g)
+            rows.append({**r, "method": f"densecrf#{i}", "dsc": dice(dense, ref), "sec": time.perf_counter() - t})
+        if margin == args.margins[-1]:
+            print(f"{dataset} {case}: done", file=sys.stderr, flush=True)
     per_case = pd.DataFrame(rows)
     table = (
         per_case.groupby(["dataset", "margin_mm", "method"])
