@@ -254,14 +254,30 @@ def refine(image, prior, allowed, sample_bg, spacing_mm, params: CRFParams):
     prior_logit = torch.log(prior) - torch.log1p(-prior)
     allowed_f = allowed.to(image.dtype)
     q = prior * allowed_f
+    # Mean field only where it can change anything: the allowed voxels plus one window around
+    # them (their messages' sources). Outside ``allowed`` q is 0, so the result is the same as
+    # on the whole region; the background shell only feeds the intensity model.
+    inner = _mean_field_region(allowed, spacing_mm, params)
     for round_ in range(params.rounds):
         # First round: lesion intensities from the confident core only (a loose box holds background).
         fg_w = (q**params.core_power if round_ == 0 else q) * allowed_f
         bg_w = (1.0 - q) * allowed_f + sample_bg.to(image.dtype)
         ratio = intensity_log_ratio(image, fg_w, bg_w, params.histogram_bins)
         unary = params.prior_weight * prior_logit + params.intensity_weight * ratio
-        q = mean_field(unary[None, None], image[None, None], allowed[None, None], spacing_mm, params)[0, 0]
+        q = torch.zeros_like(image)
+        q[inner] = mean_field(unary[inner][None, None], image[inner][None, None], allowed[inner][None, None], spacing_mm, params)[0, 0]
     return q
+
+
+def _mean_field_region(allowed: torch.Tensor, spacing_mm, params: CRFParams):
+    """Bounding box of ``allowed`` plus the message window (slices); all of it when the
+    messages run on a coarser grid (``downsample``), whose cells depend on the origin."""
+    if params.downsample > 1 or not bool(allowed.any()):
+        return tuple(slice(None) for _ in allowed.shape)
+    radius = _window(spacing_mm, params)[0]
+    idx = allowed.nonzero()
+    lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
+    return tuple(slice(max(a - r, 0), min(b + r + 1, n)) for a, b, r, n in zip(lo, hi, radius, allowed.shape))
 
 
 def _crop_around(mask: np.ndarray, pad):

@@ -36,6 +36,18 @@ class TestConvCRF:
         assert dice(mask, obj) > 0.9
         assert dice(mask, obj) > dice(box, obj) + 0.3  # shrinks the loose box toward the object
 
+    def test_mean_field_on_the_box_plus_window_equals_the_whole_region(self, monkeypatch):
+        import boxseg.convcrf as convcrf
+
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([2, 4, 4]))
+        params = CRFParams(rounds=2)
+        cropped = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
+        monkeypatch.setattr(convcrf, "_mean_field_region", lambda allowed, *a: tuple(slice(None) for _ in allowed.shape))
+        whole = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
+        np.testing.assert_allclose(cropped, whole, atol=1e-4)
+        assert ((cropped > 0.5) == (whole > 0.5)).all()
+
     def test_coarse_messages_still_recover_the_sphere(self):
         image, obj, spacing = _toy()
         lo, hi = _loose_box(obj, np.array([2, 4, 4]))
