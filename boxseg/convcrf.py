@@ -145,17 +145,19 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
     costs one kernel evaluation on the voxel pairs (i, i + o), applied in both
     directions; it is accumulated pair by pair, and nothing of size window^3 x voxels
     is built. The smoothness kernel is a separable convolution. ``norm`` depends on the
-    image only: pass it back in to skip recomputing it (mean-field iterations).
+    image only: pass it back in to skip recomputing it (mean-field iterations). With
+    ``q`` None only the normaliser is computed (the message is None).
     """
     radius, offsets = _window(spacing_mm, params)
-    qv = q * valid
-    message = torch.zeros_like(q)
+    want_message = q is not None
+    qv = q * valid if want_message else None
+    message = torch.zeros_like(image) if want_message else None
     want_norm = norm is None
     if want_norm:
-        norm = torch.zeros_like(q)
+        norm = torch.zeros_like(image)
     inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
     inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
-    shape = q.shape[-3:]
+    shape = image.shape[-3:]
     if params.weight_appearance > 0:
         for offset, d2 in offsets:
             if offset < (0, 0, 0):  # its pair (-offset) is handled with it
@@ -163,13 +165,15 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
             a, b = _pair_slices(offset, shape)
             diff = image[a] - image[b]
             kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
-            message[a].addcmul_(kernel, qv[b])
-            message[b].addcmul_(kernel, qv[a])
+            if want_message:
+                message[a].addcmul_(kernel, qv[b])
+                message[b].addcmul_(kernel, qv[a])
             if want_norm:
                 norm[a].addcmul_(kernel, valid[b])
                 norm[b].addcmul_(kernel, valid[a])
     if params.weight_smooth > 0:
-        message.add_(_smooth_sum(qv, radius, spacing_mm, params.theta_smooth_mm) - qv, alpha=params.weight_smooth)
+        if want_message:
+            message.add_(_smooth_sum(qv, radius, spacing_mm, params.theta_smooth_mm) - qv, alpha=params.weight_smooth)
         if want_norm:
             norm.add_(_smooth_sum(valid, radius, spacing_mm, params.theta_smooth_mm) - valid, alpha=params.weight_smooth)
     return message, norm
@@ -186,31 +190,50 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
 
     Returns:
         Lesion probability q, zero outside ``allowed``.
+
+    q is 0 outside ``allowed``, so a message into an allowed voxel comes from allowed
+    voxels only: after the normaliser (whose sources are every voxel in the window),
+    the iterations run on the bounding box of ``allowed`` alone.
     """
     allowed_f = allowed.to(unary_logit.dtype)
     q = torch.sigmoid(unary_logit) * allowed_f
     f = int(params.downsample)
-    if f > 1:
-        pool = dict(kernel_size=f, stride=f, ceil_mode=True)
-        image = torch.nn.functional.avg_pool3d(image, **pool)
-        spacing_mm = tuple(float(s) * f for s in spacing_mm)
-        scale = float(f**3)  # a coarse voxel stands for f^3 voxels
-        # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
-        params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
+    if f == 1:
+        core = _bounding_slices(allowed)
+        norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
+        unary_c, image_c, allowed_c, q_c = unary_logit[core], image[core], allowed_f[core], q[core]
+        valid = torch.ones_like(image_c)
+        for _ in range(params.iterations):
+            message = pairwise_message(q_c, image_c, valid, spacing_mm, params, norm)[0]
+            # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
+            q_c = torch.sigmoid(unary_c + 2.0 * message - norm) * allowed_c
+        q = torch.zeros_like(q)
+        q[core] = q_c
+        return q
+    # messages on a grid coarser by f (ConvCRF's "blur"), interpolated back
+    pool = dict(kernel_size=f, stride=f, ceil_mode=True)
+    image = torch.nn.functional.avg_pool3d(image, **pool)
+    spacing_mm = tuple(float(s) * f for s in spacing_mm)
+    scale = float(f**3)  # a coarse voxel stands for f^3 voxels
+    # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
+    params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
     valid = torch.ones_like(image)
-    norm = None
+    norm = pairwise_message(None, image, valid, spacing_mm, params)[1]
+    norm_full = _upsample(norm, q.shape[-3:], f) * scale
     for _ in range(params.iterations):
-        q_in = torch.nn.functional.avg_pool3d(q, **pool) if f > 1 else q
-        message, norm_in = pairwise_message(q_in, image, valid, spacing_mm, params, norm)
-        if f > 1:
-            if norm is None:
-                norm_full = _upsample(norm_in, q.shape[-3:], f) * scale
-            norm, message = norm_in, _upsample(message, q.shape[-3:], f) * scale
-        else:
-            norm = norm_full = norm_in
-        # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-        q = torch.sigmoid(unary_logit + 2.0 * message - norm_full) * allowed_f
+        message = pairwise_message(torch.nn.functional.avg_pool3d(q, **pool), image, valid, spacing_mm, params, norm)[0]
+        q = torch.sigmoid(unary_logit + 2.0 * _upsample(message, q.shape[-3:], f) * scale - norm_full) * allowed_f
     return q
+
+
+def _bounding_slices(mask: torch.Tensor):
+    """Slices of (B, C, z, y, x) covering every True voxel of any batch item (all when none)."""
+    full = (slice(None), slice(None))
+    if not bool(mask.any()):
+        return full + tuple(slice(None) for _ in mask.shape[-3:])
+    idx = mask.reshape(-1, *mask.shape[-3:]).any(0).nonzero()
+    lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
+    return full + tuple(slice(a, b + 1) for a, b in zip(lo, hi))
 
 
 def _upsample(x: torch.Tensor, shape, f: int) -> torch.Tensor:
