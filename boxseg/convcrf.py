@@ -24,6 +24,7 @@ Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -91,6 +92,7 @@ class CRFParams:
         return asdict(self)
 
 
+@lru_cache(maxsize=64)
 def _window(spacing_mm, params: CRFParams):
     """Window offsets (dz, dy, dx) and their squared physical lengths."""
     theta = max(params.theta_appearance_mm, params.theta_smooth_mm)
@@ -102,9 +104,10 @@ def _window(spacing_mm, params: CRFParams):
                 if (dz, dy, dx) != (0, 0, 0):
                     d2 = (dz * spacing_mm[0]) ** 2 + (dy * spacing_mm[1]) ** 2 + (dx * spacing_mm[2]) ** 2
                     offsets.append(((dz, dy, dx), d2))
-    return radius, offsets
+    return tuple(radius), tuple(offsets)
 
 
+@lru_cache(maxsize=4096)
 def _pair_slices(offset, shape):
     """Index regions A and B = A + offset of every voxel pair (i, i + offset) inside the volume."""
     a, b = [], []
@@ -148,7 +151,7 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
     image only: pass it back in to skip recomputing it (mean-field iterations). With
     ``q`` None only the normaliser is computed (the message is None).
     """
-    radius, offsets = _window(spacing_mm, params)
+    radius, offsets = _window(tuple(float(v) for v in spacing_mm), params)
     want_message = q is not None
     qv = q * valid if want_message else None
     message = torch.zeros_like(image) if want_message else None
@@ -162,7 +165,7 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
         for offset, d2 in offsets:
             if offset < (0, 0, 0):  # its pair (-offset) is handled with it
                 continue
-            a, b = _pair_slices(offset, shape)
+            a, b = _pair_slices(offset, tuple(shape))
             diff = image[a] - image[b]
             kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
             if want_message:
@@ -297,7 +300,7 @@ def _mean_field_region(allowed: torch.Tensor, spacing_mm, params: CRFParams):
     messages run on a coarser grid (``downsample``), whose cells depend on the origin."""
     if params.downsample > 1 or not bool(allowed.any()):
         return tuple(slice(None) for _ in allowed.shape)
-    radius = _window(spacing_mm, params)[0]
+    radius = _window(tuple(float(v) for v in spacing_mm), params)[0]
     idx = allowed.nonzero()
     lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
     return tuple(slice(max(a - r, 0), min(b + r + 1, n)) for a, b, r, n in zip(lo, hi, radius, allowed.shape))
