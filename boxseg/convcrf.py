@@ -53,6 +53,10 @@ class CRFParams:
         downsample: messages are computed on a grid coarser by this factor per axis (average
             pooled image and q, spacing scaled) and interpolated back, as ConvCRF's "blur";
             the unary stays at full resolution. 1 = exact.
+        kernel_cache_mb: the appearance kernels of the window's offset pairs are kept across
+            mean-field iterations when they take at most this many MiB (half the window times
+            the voxels of the boxes' bounding region), else recomputed each iteration; the same
+            result either way. 0 = never kept: memory strictly linear in voxels.
     """
 
     iterations: int = 5
@@ -71,6 +75,7 @@ class CRFParams:
     core_power: float = 4.0
     tighten_rounds: int = 0
     downsample: int = 1
+    kernel_cache_mb: float = 512.0
 
     def __post_init__(self):
         for f in fields(self):
@@ -141,33 +146,38 @@ def _smooth_sum(x: torch.Tensor, radius, spacing_mm, theta: float) -> torch.Tens
     return out.reshape(x.shape)
 
 
+def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams):
+    """(o, A, B, kernel) for each pair of opposite window offsets (o, -o): the index
+    regions of the voxel pairs (i, i + o) and the appearance kernel on them (symmetric,
+    so one evaluation serves both directions). Generated one pair at a time."""
+    offsets = _window(tuple(float(v) for v in spacing_mm), params)[1]
+    inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
+    inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
+    shape = tuple(image.shape[-3:])
+    for offset, d2 in offsets:
+        if offset > (0, 0, 0):  # its pair -offset is served by the same kernel
+            a, b = _pair_slices(offset, shape)
+            diff = image[a] - image[b]
+            yield offset, a, b, torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+
+
 def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
     """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j), j != i.
 
-    The appearance kernel is symmetric, so each of the window's offset pairs (o, -o)
-    costs one kernel evaluation on the voxel pairs (i, i + o), applied in both
-    directions; it is accumulated pair by pair, and nothing of size window^3 x voxels
-    is built. The smoothness kernel is a separable convolution. ``norm`` depends on the
-    image only: pass it back in to skip recomputing it (mean-field iterations). With
-    ``q`` None only the normaliser is computed (the message is None).
+    The appearance kernel is accumulated offset pair by offset pair (``_appearance_pairs``),
+    so nothing of size window^3 x voxels is built. The smoothness kernel is a separable
+    convolution. ``norm`` depends on the image only: pass it back in to skip recomputing
+    it (mean-field iterations). With ``q`` None only the normaliser is computed (the
+    message is None).
     """
-    radius, offsets = _window(tuple(float(v) for v in spacing_mm), params)
-    want_message = q is not None
+    radius = _window(tuple(float(v) for v in spacing_mm), params)[0]
+    want_message, want_norm = q is not None, norm is None
     qv = q * valid if want_message else None
     message = torch.zeros_like(image) if want_message else None
-    want_norm = norm is None
     if want_norm:
         norm = torch.zeros_like(image)
-    inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
-    inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
-    shape = image.shape[-3:]
     if params.weight_appearance > 0:
-        for offset, d2 in offsets:
-            if offset < (0, 0, 0):  # its pair (-offset) is handled with it
-                continue
-            a, b = _pair_slices(offset, tuple(shape))
-            diff = image[a] - image[b]
-            kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+        for _, a, b, kernel in _appearance_pairs(image, spacing_mm, params):
             if want_message:
                 message[a].addcmul_(kernel, qv[b])
                 message[b].addcmul_(kernel, qv[a])
@@ -203,13 +213,7 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     f = int(params.downsample)
     if f == 1:
         core = _bounding_slices(allowed)
-        norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
-        unary_c, image_c, allowed_c, q_c = unary_logit[core], image[core], allowed_f[core], q[core]
-        valid = torch.ones_like(image_c)
-        for _ in range(params.iterations):
-            message = pairwise_message(q_c, image_c, valid, spacing_mm, params, norm)[0]
-            # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-            q_c = torch.sigmoid(unary_c + 2.0 * message - norm) * allowed_c
+        q_c = _mean_field_on_core(unary_logit, image, allowed_f, q, core, spacing_mm, params)
         q = torch.zeros_like(q)
         q[core] = q_c
         return q
@@ -229,11 +233,63 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     return q
 
 
+def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CRFParams):
+    """Mean field on ``core`` (the bounding box of the allowed voxels), the normaliser on
+    the whole region (its sources are every voxel within the window).
+
+    The appearance kernels do not change between iterations. When the region's kernels
+    fit ``kernel_cache_mb`` they are computed once: they give the normaliser, and their
+    views on the core, with views into persistent message and source buffers, make each
+    iteration two fused multiply-adds per offset pair. Otherwise ``pairwise_message``
+    recomputes them every iteration (memory linear in voxels). Same result either way.
+    """
+    radius, offsets = _window(tuple(float(v) for v in spacing_mm), params)
+    unary, allowed_f, q = unary[core], allowed_f[core], q[core]
+    cache_bytes = (len(offsets) + 1) // 2 * image.numel() * image.element_size()
+    if params.weight_appearance == 0 or cache_bytes > params.kernel_cache_mb * 2**20:
+        norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
+        image_c = image[core]
+        valid = torch.ones_like(image_c)
+        for _ in range(params.iterations):
+            message = pairwise_message(q, image_c, valid, spacing_mm, params, norm)[0]
+            # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
+            q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
+        return q
+    pairs = list(_appearance_pairs(image, spacing_mm, params))
+    norm = torch.zeros_like(image)
+    for _, a, b, kernel in pairs:
+        norm[a].add_(kernel)
+        norm[b].add_(kernel)
+    if params.weight_smooth > 0:
+        valid = torch.ones_like(image)
+        norm.add_(_smooth_sum(valid, radius, spacing_mm, params.theta_smooth_mm) - valid, alpha=params.weight_smooth)
+    norm = norm[core]
+    source, message = torch.zeros_like(q), torch.zeros_like(q)
+    core_shape = tuple(q.shape[-3:])
+    plan = []
+    for offset, _, _, kernel in pairs:
+        # pairs (i, i + o) with both ends in the core: along each axis, kernel entries
+        # [c0, c1 - |d|) of the region's pairs, whatever the sign of d
+        on_core = kernel[(..., *[slice(c.start, c.stop - abs(d)) for c, d in zip(core[-3:], offset)])]
+        a, b = _pair_slices(offset, core_shape)
+        plan.append((on_core, message[a], message[b], source[a], source[b]))
+    for _ in range(params.iterations):
+        source.copy_(q)
+        message.zero_()
+        for kernel, message_a, message_b, source_a, source_b in plan:
+            message_a.addcmul_(kernel, source_b)
+            message_b.addcmul_(kernel, source_a)
+        if params.weight_smooth > 0:
+            message.add_(_smooth_sum(source, radius, spacing_mm, params.theta_smooth_mm) - source, alpha=params.weight_smooth)
+        q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
+    return q
+
+
 def _bounding_slices(mask: torch.Tensor):
     """Slices of (B, C, z, y, x) covering every True voxel of any batch item (all when none)."""
     full = (slice(None), slice(None))
     if not bool(mask.any()):
-        return full + tuple(slice(None) for _ in mask.shape[-3:])
+        return full + tuple(slice(0, n) for n in mask.shape[-3:])
     idx = mask.reshape(-1, *mask.shape[-3:]).any(0).nonzero()
     lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
     return full + tuple(slice(a, b + 1) for a, b in zip(lo, hi))

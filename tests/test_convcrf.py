@@ -48,6 +48,14 @@ class TestConvCRF:
         np.testing.assert_allclose(cropped, whole, atol=1e-4)
         assert ((cropped > 0.5) == (whole > 0.5)).all()
 
+    def test_kept_kernels_give_the_recomputed_result(self):
+        image, obj, spacing = _toy()
+        lo, hi = _loose_box(obj, np.array([2, 4, 4]))
+        kept = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, CRFParams(kernel_cache_mb=64.0), device="cpu")
+        recomputed = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, CRFParams(kernel_cache_mb=0.0), device="cpu")
+        np.testing.assert_allclose(kept, recomputed, atol=1e-6)
+        assert dice(kept > 0.5, obj) > 0.9
+
     def test_coarse_messages_still_recover_the_sphere(self):
         image, obj, spacing = _toy()
         lo, hi = _loose_box(obj, np.array([2, 4, 4]))
