@@ -146,19 +146,24 @@ def _smooth_sum(x: torch.Tensor, radius, spacing_mm, theta: float) -> torch.Tens
     return out.reshape(x.shape)
 
 
-def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams):
+def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_smoothness: bool = False):
     """(o, A, B, kernel) for each pair of opposite window offsets (o, -o): the index
     regions of the voxel pairs (i, i + o) and the appearance kernel on them (symmetric,
-    so one evaluation serves both directions). Generated one pair at a time."""
+    so one evaluation serves both directions). Generated one pair at a time. With
+    ``with_smoothness`` the smoothness kernel (a constant per offset) is added in."""
     offsets = _window(tuple(float(v) for v in spacing_mm), params)[1]
     inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
     inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
+    inv_ts = 1.0 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2)
     shape = tuple(image.shape[-3:])
     for offset, d2 in offsets:
         if offset > (0, 0, 0):  # its pair -offset is served by the same kernel
             a, b = _pair_slices(offset, shape)
             diff = image[a] - image[b]
-            yield offset, a, b, torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+            kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+            if with_smoothness and params.weight_smooth > 0:
+                kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
+            yield offset, a, b, kernel
 
 
 def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
@@ -238,9 +243,10 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     the whole region (its sources are every voxel within the window).
 
     The appearance kernels do not change between iterations. When the region's kernels
-    fit ``kernel_cache_mb`` they are computed once: they give the normaliser, and their
-    views on the core, with views into persistent message and source buffers, make each
-    iteration two fused multiply-adds per offset pair. Otherwise ``pairwise_message``
+    fit ``kernel_cache_mb`` they are computed once, with the smoothness kernel (a constant
+    per offset) added in: they give the normaliser, and their views on the core, with
+    views into persistent message and source buffers, make each iteration two fused
+    multiply-adds per offset pair. Otherwise ``pairwise_message``
     recomputes them every iteration (memory linear in voxels). Same result either way.
     """
     radius, offsets = _window(tuple(float(v) for v in spacing_mm), params)
@@ -255,14 +261,12 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
             # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
             q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
         return q
-    pairs = list(_appearance_pairs(image, spacing_mm, params))
+    # smoothness folded into the kept kernels: one kernel per offset pair, no convolution
+    pairs = list(_appearance_pairs(image, spacing_mm, params, with_smoothness=True))
     norm = torch.zeros_like(image)
     for _, a, b, kernel in pairs:
         norm[a].add_(kernel)
         norm[b].add_(kernel)
-    if params.weight_smooth > 0:
-        valid = torch.ones_like(image)
-        norm.add_(_smooth_sum(valid, radius, spacing_mm, params.theta_smooth_mm) - valid, alpha=params.weight_smooth)
     norm = norm[core]
     source, message = torch.zeros_like(q), torch.zeros_like(q)
     core_shape = tuple(q.shape[-3:])
@@ -279,8 +283,6 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
         for kernel, message_a, message_b, source_a, source_b in plan:
             message_a.addcmul_(kernel, source_b)
             message_b.addcmul_(kernel, source_a)
-        if params.weight_smooth > 0:
-            message.add_(_smooth_sum(source, radius, spacing_mm, params.theta_smooth_mm) - source, alpha=params.weight_smooth)
         q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
     return q
 
