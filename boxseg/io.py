@@ -8,12 +8,13 @@ import gzip
 import json
 import os
 import re
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from boxseg.atomic import atomic_write, write_text
 
 CASE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _CASE_ID_RE = re.compile(rf"^{CASE_ID_PATTERN}$")
@@ -129,34 +130,9 @@ def array_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write an image atomically (temporary file, then rename), compressed."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(text: str, path: str | os.PathLike) -> None:
-    """Write a text file atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
 
 
 def write_json(obj, path: str | os.PathLike) -> None:

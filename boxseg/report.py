@@ -42,11 +42,9 @@ def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
 
 
 def _savefig(fig, path):
-    import os
+    from boxseg.atomic import atomic_write
 
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
 
 
 def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu, postprocess=None):

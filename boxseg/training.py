@@ -12,12 +12,13 @@ steps and picked up when the job starts again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from boxseg.atomic import atomic_write, write_text
 
 
 @dataclass(frozen=True)
@@ -171,19 +172,8 @@ def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitte
     return out
 
 
-def _atomic_write(path: Path, write):
-    """``write(tmp)`` then rename onto ``path``: never a half-written file under its name."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _atomic_torch_save(obj, path: Path):
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _lr_lambda(settings: TrainSettings):
@@ -294,7 +284,7 @@ def train(
         return model
     save_model(model, settings, model_path)
     rows = ["epoch\tstep\tloss\tlearning_rate"] + [f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" for e, s, l, lr in history]
-    _atomic_write(loss_log_path, lambda tmp: tmp.write_text("\n".join(rows) + "\n"))
+    write_text("\n".join(rows) + "\n", loss_log_path)
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)
     return model
