@@ -97,9 +97,14 @@ class CRFParams:
         return asdict(self)
 
 
-@lru_cache(maxsize=64)
 def _window(spacing_mm, params: CRFParams):
-    """Window offsets (dz, dy, dx) and their squared physical lengths."""
+    """Window radius per axis, and the offsets (dz, dy, dx) with their squared physical
+    lengths; computed once per spacing and parameters."""
+    return _window_cached(tuple(float(v) for v in spacing_mm), params)
+
+
+@lru_cache(maxsize=64)
+def _window_cached(spacing_mm: tuple, params: CRFParams):
     theta = max(params.theta_appearance_mm, params.theta_smooth_mm)
     radius = [int(min(params.window_radius_vox, np.ceil(2.0 * theta / s))) for s in spacing_mm]
     offsets = []
@@ -151,7 +156,7 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
     regions of the voxel pairs (i, i + o) and the appearance kernel on them (symmetric,
     so one evaluation serves both directions). Generated one pair at a time. With
     ``with_smoothness`` the smoothness kernel (a constant per offset) is added in."""
-    offsets = _window(tuple(float(v) for v in spacing_mm), params)[1]
+    offsets = _window(spacing_mm, params)[1]
     inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
     inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
     inv_ts = 1.0 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2)
@@ -175,7 +180,7 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
     it (mean-field iterations). With ``q`` None only the normaliser is computed (the
     message is None).
     """
-    radius = _window(tuple(float(v) for v in spacing_mm), params)[0]
+    radius = _window(spacing_mm, params)[0]
     want_message, want_norm = q is not None, norm is None
     qv = q * valid if want_message else None
     message = torch.zeros_like(image) if want_message else None
@@ -209,18 +214,20 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     Returns:
         Lesion probability q, zero outside ``allowed``.
 
-    q is 0 outside ``allowed``, so a message into an allowed voxel comes from allowed
-    voxels only: after the normaliser (whose sources are every voxel in the window),
-    the iterations run on the bounding box of ``allowed`` alone.
+    q is 0 outside ``allowed``, so nothing beyond the bounding box of ``allowed`` plus
+    one window matters: the normaliser is computed there (its sources are every voxel
+    in the window), and the iterations run on the bounding box alone (a message into an
+    allowed voxel comes from allowed voxels only). Elsewhere q is 0.
     """
     allowed_f = allowed.to(unary_logit.dtype)
     q = torch.sigmoid(unary_logit) * allowed_f
     f = int(params.downsample)
     if f == 1:
-        core = _bounding_slices(allowed)
-        q_c = _mean_field_on_core(unary_logit, image, allowed_f, q, core, spacing_mm, params)
+        region = _bounding_slices(allowed, pad=_window(spacing_mm, params)[0])
+        core = _bounding_slices(allowed[region])
+        q_c = _mean_field_on_core(unary_logit[region], image[region], allowed_f[region], q[region], core, spacing_mm, params)
         q = torch.zeros_like(q)
-        q[core] = q_c
+        q[region][core] = q_c
         return q
     # messages on a grid coarser by f (ConvCRF's "blur"), interpolated back
     pool = dict(kernel_size=f, stride=f, ceil_mode=True)
@@ -249,7 +256,7 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     multiply-adds per offset pair. Otherwise ``pairwise_message``
     recomputes them every iteration (memory linear in voxels). Same result either way.
     """
-    radius, offsets = _window(tuple(float(v) for v in spacing_mm), params)
+    radius, offsets = _window(spacing_mm, params)
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
     cache_bytes = (len(offsets) + 1) // 2 * image.numel() * image.element_size()
     if params.weight_appearance == 0 or cache_bytes > params.kernel_cache_mb * 2**20:
@@ -287,14 +294,15 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     return q
 
 
-def _bounding_slices(mask: torch.Tensor):
-    """Slices of (B, C, z, y, x) covering every True voxel of any batch item (all when none)."""
-    full = (slice(None), slice(None))
+def _bounding_slices(mask: torch.Tensor, pad=(0, 0, 0)):
+    """Slices of (..., z, y, x) covering every True voxel of any leading index, widened by
+    ``pad`` voxels per axis and clipped to the volume (all of it when none is True)."""
+    lead = tuple(slice(None) for _ in mask.shape[:-3])
     if not bool(mask.any()):
-        return full + tuple(slice(0, n) for n in mask.shape[-3:])
+        return lead + tuple(slice(0, n) for n in mask.shape[-3:])
     idx = mask.reshape(-1, *mask.shape[-3:]).any(0).nonzero()
     lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
-    return full + tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+    return lead + tuple(slice(max(a - p, 0), min(b + p + 1, n)) for a, b, p, n in zip(lo, hi, pad, mask.shape[-3:]))
 
 
 def _upsample(x: torch.Tensor, shape, f: int) -> torch.Tensor:
@@ -338,30 +346,14 @@ def refine(image, prior, allowed, sample_bg, spacing_mm, params: CRFParams):
     prior_logit = torch.log(prior) - torch.log1p(-prior)
     allowed_f = allowed.to(image.dtype)
     q = prior * allowed_f
-    # Mean field only where it can change anything: the allowed voxels plus one window around
-    # them (their messages' sources). Outside ``allowed`` q is 0, so the result is the same as
-    # on the whole region; the background shell only feeds the intensity model.
-    inner = _mean_field_region(allowed, spacing_mm, params)
     for round_ in range(params.rounds):
         # First round: lesion intensities from the confident core only (a loose box holds background).
         fg_w = (q**params.core_power if round_ == 0 else q) * allowed_f
         bg_w = (1.0 - q) * allowed_f + sample_bg.to(image.dtype)
         ratio = intensity_log_ratio(image, fg_w, bg_w, params.histogram_bins)
         unary = params.prior_weight * prior_logit + params.intensity_weight * ratio
-        q = torch.zeros_like(image)
-        q[inner] = mean_field(unary[inner][None, None], image[inner][None, None], allowed[inner][None, None], spacing_mm, params)[0, 0]
+        q = mean_field(unary[None, None], image[None, None], allowed[None, None], spacing_mm, params)[0, 0]
     return q
-
-
-def _mean_field_region(allowed: torch.Tensor, spacing_mm, params: CRFParams):
-    """Bounding box of ``allowed`` plus the message window (slices); all of it when the
-    messages run on a coarser grid (``downsample``), whose cells depend on the origin."""
-    if params.downsample > 1 or not bool(allowed.any()):
-        return tuple(slice(None) for _ in allowed.shape)
-    radius = _window(tuple(float(v) for v in spacing_mm), params)[0]
-    idx = allowed.nonzero()
-    lo, hi = idx.min(0).values.tolist(), idx.max(0).values.tolist()
-    return tuple(slice(max(a - r, 0), min(b + r + 1, n)) for a, b, r, n in zip(lo, hi, radius, allowed.shape))
 
 
 def _crop_around(mask: np.ndarray, pad):

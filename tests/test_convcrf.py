@@ -43,7 +43,7 @@ class TestConvCRF:
         lo, hi = _loose_box(obj, np.array([2, 4, 4]))
         params = CRFParams(rounds=2)
         cropped = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
-        monkeypatch.setattr(convcrf, "_mean_field_region", lambda allowed, *a: tuple(slice(None) for _ in allowed.shape))
+        monkeypatch.setattr(convcrf, "_bounding_slices", lambda mask, pad=(0, 0, 0): tuple(slice(0, n) for n in mask.shape))
         whole = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
         np.testing.assert_allclose(cropped, whole, atol=1e-4)
         assert ((cropped > 0.5) == (whole > 0.5)).all()
