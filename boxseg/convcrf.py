@@ -256,7 +256,7 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     multiply-adds per offset pair. Otherwise ``pairwise_message``
     recomputes them every iteration (memory linear in voxels). Same result either way.
     """
-    radius, offsets = _window(spacing_mm, params)
+    offsets = _window(spacing_mm, params)[1]
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
     cache_bytes = (len(offsets) + 1) // 2 * image.numel() * image.element_size()
     if params.weight_appearance == 0 or cache_bytes > params.kernel_cache_mb * 2**20:
