@@ -171,18 +171,20 @@ def main(argv=None):
         if args.max_cases:
             keep = {ds: sorted({r[1] for r in rois if r[0] == ds})[: args.max_cases] for ds in ("kits19", "ibsi")}
             rois = [r for r in rois if r[1] in keep[r[0]]]
+        if not rois:
+            sys.exit(f"no ROIs at margins {args.margins} in {args.load_rois}")
     else:
         cases = find_cases(args.kits, args.ibsi)
         if args.max_cases:
             cases = [c for ds in ("kits19", "ibsi") for c in [x for x in cases if x[0] == ds][: args.max_cases]]
+        if not cases:
+            sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
         rois = prepared_rois(cases, args.margins, config["preprocess"])
         if args.save_rois:
             spacing = min(config["preprocess"]["spacing_mm"])
             n = save_rois(args.save_rois, rois, int(np.ceil(params.shell_mm / spacing)) + params.window_radius_vox + 1)
             print(f"wrote {n} ROIs to {args.save_rois}")
             return
-    if not args.load_rois and not cases or args.load_rois and not rois:
-        sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
     if "cuda" in args.devices and not torch.cuda.is_available():
         sys.exit("--devices cuda: no CUDA device here")
     warmed = set()
