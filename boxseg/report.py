@@ -42,9 +42,13 @@ def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
 
 
 def _savefig(fig, path):
+    """Write the figure atomically and release it."""
     from boxseg.atomic import atomic_write
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
+    finally:
+        _plt().close(fig)
 
 
 def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu, postprocess=None):
@@ -67,7 +71,6 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
     ax.set_title(f"{case} ({scores.get('method', '')}) slice {z}: DSC {scores['dsc']:.3f} (box {scores['box_dsc']:.3f})", fontsize=9)
     ax.axis("off")
     _savefig(fig, out_png)
-    plt.close(fig)
 
 
 def loss_figure(group_logs, final_logs, out_png):
@@ -90,7 +93,6 @@ def _loss_plot(curves, out_png):
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     _savefig(fig, out_png)
-    plt.close(fig)
 
 
 # --- Experiment figures (the paper's Figs 7-13) ---------------------------------------------
@@ -121,7 +123,6 @@ def dsc_volume_figure(metrics: pd.DataFrame, out_png, postprocess="largest_compo
         ax.set_title(dataset)
         ax.legend(fontsize=7)
     _savefig(fig, out_png)
-    plt.close(fig)
 
 
 def final_loss_figure(run_dir, methods, out_png):
@@ -159,7 +160,6 @@ def label_overlay_figure(run_dir, cases, out_png):
         ax.set_title(f"{case}: reference green, PM red, FM blue", fontsize=8)
         ax.axis("off")
     _savefig(fig, out_png)
-    plt.close(fig)
 
 
 def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_png, *, tumor_values, window_hu, postprocess="largest_component"):
@@ -189,4 +189,3 @@ def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_p
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     _savefig(fig, out_png)
-    plt.close(fig)
