@@ -164,7 +164,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
-    overrides = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in args.crf)}
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.crf)}
     params = CRFParams.from_dict({**config["crf"], **overrides})
     if args.load_rois:
         rois = list(load_rois(args.load_rois, args.margins))

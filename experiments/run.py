@@ -2,7 +2,7 @@
 """Run the experiment set and write the paper's tables and figures.
 
 usage: python experiments/run.py [--config experiments/experiments.yaml] [--cores 2]
-                                 [--tables-only] [--dry-run]
+                                 [--tables-only] [--dry-run] [--rerun-triggers mtime input ...]
 
 Each (dataset, margin, seed) is an ordinary workflow run in its own directory
 (out_dir/DATASET/mMARGIN/seedSEED) on the dataset's config with the margin,
@@ -64,13 +64,15 @@ def plan(config: dict, root: Path) -> list:
     return runs
 
 
-def run_workflow(run: dict, cores: int, dry_run: bool = False) -> int:
+def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=None) -> int:
     path = run["path"]
     path.mkdir(parents=True, exist_ok=True)
     (path / "experiment.yaml").write_text(yaml.safe_dump(run["layer"], sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(path),
            "--configfile", str(ROOT / "config.yaml"), str(run["configfile"]), str(path / "experiment.yaml"),
            "--cores", str(cores), "--keep-going", "--quiet", "rules"] + (["-n"] if dry_run else [])
+    if rerun_triggers:
+        cmd += ["--rerun-triggers", *rerun_triggers]
     with open(path / "snakemake.log", "w") as log:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
 
@@ -128,6 +130,8 @@ def main(argv=None):
     ap.add_argument("--root", default=str(ROOT), help="paths in the config are relative to this (default: the repository)")
     ap.add_argument("--tables-only", action="store_true", help="only collect finished runs into tables and figures")
     ap.add_argument("--dry-run", action="store_true", help="plan every run with snakemake -n")
+    ap.add_argument("--rerun-triggers", nargs="+", choices=["mtime", "params", "input", "software-env", "code"],
+                    help="passed to snakemake (default: the profile's, all of them)")
     args = ap.parse_args(argv)
     root = Path(args.root).resolve()
     config = yaml.safe_load(Path(args.config).read_text())
@@ -137,7 +141,7 @@ def main(argv=None):
     if not args.tables_only:
         for run in runs:
             t = time.perf_counter()
-            rc = run_workflow(run, args.cores, args.dry_run)
+            rc = run_workflow(run, args.cores, args.dry_run, args.rerun_triggers)
             print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: rc {rc}, {time.perf_counter() - t:.0f} s "
                   f"({run['path'] / 'snakemake.log'})", flush=True)
             if rc:

@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from boxseg.convcrf import CRFParams, box_prior, pairwise_message, pseudo_mask_from_boxes, refine_mask
+from boxseg.convcrf import CRFParams, box_downsample, box_prior, pairwise_message, pseudo_mask_from_boxes, refine_mask
 from boxseg.metrics import dice
 from tests.conftest import sphere
 
@@ -48,13 +50,15 @@ class TestConvCRF:
         np.testing.assert_allclose(cropped, whole, atol=1e-4)
         assert ((cropped > 0.5) == (whole > 0.5)).all()
 
-    def test_kept_kernels_give_the_recomputed_result(self):
+    @pytest.mark.parametrize("shape", ["cube", "manhattan", "ball"])
+    def test_kept_kernels_give_the_recomputed_result(self, shape):
         image, obj, spacing = _toy()
         lo, hi = _loose_box(obj, np.array([2, 4, 4]))
-        kept = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, CRFParams(kernel_cache_mb=64.0), device="cpu")
-        recomputed = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, CRFParams(kernel_cache_mb=0.0), device="cpu")
+        kept, recomputed = (pseudo_mask_from_boxes(image, [(lo, hi)], spacing, CRFParams(window_shape=shape, kernel_cache_mb=mb), device="cpu")
+                            for mb in (64.0, 0.0))
         np.testing.assert_allclose(kept, recomputed, atol=1e-6)
-        assert dice(kept > 0.5, obj) > 0.9
+        if shape == "cube":  # the default; a shorter reach is looser on this loose box (README)
+            assert dice(kept > 0.5, obj) > 0.9
 
     def test_coarse_messages_still_recover_the_sphere(self):
         image, obj, spacing = _toy()
@@ -63,11 +67,13 @@ class TestConvCRF:
         mask = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu") > 0.5
         assert dice(mask, obj) > 0.88
 
-    def test_symmetric_pairs_equal_the_plain_window_sum(self):
-        """The pairwise message equals the direct sum over every window offset (no self term)."""
+    @pytest.mark.parametrize("shape, power", [("cube", None), ("manhattan", 1), ("ball", 2)])
+    def test_symmetric_pairs_equal_the_plain_window_sum(self, shape, power):
+        """The pairwise message equals the direct sum over every offset of the window's
+        shape (no self term)."""
         rng = np.random.default_rng(3)
         spacing = (2.0, 1.0, 1.5)
-        params = CRFParams(window_radius_vox=2)
+        params = CRFParams(window_radius_vox=2, window_shape=shape)
         q = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
         image = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
         message, norm = pairwise_message(q, image, torch.ones_like(q), spacing, params)
@@ -80,6 +86,8 @@ class TestConvCRF:
                 d = np.array(d) - r
                 j = np.array(i) + d
                 if not d.any() or np.any(j < 0) or np.any(j >= (z, y, x)):
+                    continue
+                if power and np.sum((np.abs(d) / r) ** power) > 1:
                     continue
                 d2 = float(np.sum((d * spacing) ** 2))
                 k = params.weight_appearance * np.exp(-d2 / (2 * params.theta_appearance_mm**2) - (ia[i] - ia[tuple(j)]) ** 2 / (2 * params.theta_intensity**2))
@@ -140,6 +148,8 @@ class TestConvCRF:
             CRFParams.from_dict({"theta": 1.0})
         with pytest.raises(ValueError, match="must be finite"):
             CRFParams(theta_intensity=-1.0)
+        with pytest.raises(ValueError, match="window_shape must be one of"):
+            CRFParams(window_shape="diamond")
 
 
 def test_tightening_keeps_the_box_constraint():
@@ -150,3 +160,23 @@ def test_tightening_keeps_the_box_constraint():
     _, inside = box_prior(image.shape, lo, hi, 0.25)
     assert prob[~inside].max() == 0.0
     assert dice(prob > 0.5, obj) > 0.85
+
+
+def test_larger_boxes_get_a_coarser_message_grid():
+    box = lambda side: [(np.zeros(3), np.array([side / 2.0, 50.0, 50.0]))]  # voxels of 2 mm: side in mm
+    params = CRFParams(downsample_box_mm=40.0, downsample_max=3)
+    assert [box_downsample(box(s), (2.0, 2.0, 2.0), params) for s in (20, 39.9, 40, 79.9, 80, 300)] == [1, 1, 2, 2, 3, 3]
+    assert box_downsample(box(300), (2.0, 2.0, 2.0), CRFParams(downsample_box_mm=0.0)) == 1
+    assert box_downsample(box(20), (2.0, 2.0, 2.0), replace(params, downsample=2)) == 2  # never below downsample
+    assert box_downsample(box(300) + box(20), (2.0, 2.0, 2.0), params) == 1  # the smallest box decides
+    # a 44 mm lesion in a loose box (f = 2): still recovered, nothing outside the box
+    rng = np.random.default_rng(0)
+    spacing = (2.0, 2.0, 2.0)
+    obj = sphere((40, 40, 40), (20, 20, 20), 22.0, spacing)
+    image = np.where(obj, 0.6, 0.3).astype(np.float32) + rng.normal(0, 0.03, obj.shape).astype(np.float32)
+    lo, hi = _loose_box(obj, np.array([2, 2, 2]))
+    assert box_downsample([(lo, hi)], spacing, params) == 2
+    prob = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
+    _, inside = box_prior(image.shape, lo, hi, 0.25)
+    assert prob[~inside].max() == 0.0
+    assert dice(prob > 0.5, obj) > 0.9

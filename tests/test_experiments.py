@@ -39,3 +39,12 @@ def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
     assert "table3" in (tmp_path / "tables/report.html").read_text()
     # shared work: within a run, the methods reuse one set of pseudo-masks and group models
     assert len(list((tmp_path / "runs/phantom/m3.5/seed0/results/group").glob("model_*/model.pt"))) == 2
+    # a changed hyperparameter reruns training by default; --rerun-triggers mtime input (a refactor) keeps the runs
+    config["config_overrides"] = {"final_training": {"learning_rate": 0.002}}
+    (tmp_path / "experiments.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "runs/phantom/m3.5/seed0/snakemake.log"
+    for triggers, planned in (([], True), (["--rerun-triggers", "mtime", "input"], False)):
+        out = subprocess.run([sys.executable, str(ROOT / "experiments/run.py"), "--config", str(tmp_path / "experiments.yaml"),
+                              "--root", str(tmp_path), "--dry-run", *triggers], cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert ("train_final" in log.read_text()) == planned, log.read_text()[-2000:]
