@@ -175,15 +175,18 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
     so one evaluation serves both directions). Generated one pair at a time. With
     ``with_smoothness`` the smoothness kernel (a constant per offset) is added in."""
     offsets = _window(spacing_mm, params)[1]
-    inv_ti = 1.0 / (2.0 * max(params.theta_intensity, 1e-6) ** 2)
     inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
     inv_ts = 1.0 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2)
     shape = tuple(image.shape[-3:])
+    # exp(log w_a - d^2/2ta^2 - (dI / sqrt(2) ti)^2): three tensor operations per pair
+    scaled = image / (np.sqrt(2.0) * max(params.theta_intensity, 1e-6))
+    log_wa = np.log(params.weight_appearance) if params.weight_appearance > 0 else -np.inf
     for offset, d2 in offsets:
         if offset > (0, 0, 0):  # its pair -offset is served by the same kernel
             a, b = _pair_slices(offset, shape)
-            diff = image[a] - image[b]
-            kernel = torch.exp(diff.mul_(diff).mul_(-inv_ti)).mul_(params.weight_appearance * np.exp(-d2 * inv_ta))
+            diff = scaled[a] - scaled[b]
+            log_k = torch.tensor(log_wa - d2 * inv_ta, dtype=image.dtype, device=image.device)
+            kernel = torch.addcmul(log_k, diff, diff, value=-1.0).exp_()
             if with_smoothness and params.weight_smooth > 0:
                 kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
             yield offset, a, b, kernel
