@@ -181,12 +181,13 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
     # exp(log w_a - d^2/2ta^2 - (dI / sqrt(2) ti)^2): three tensor operations per pair
     scaled = image / (np.sqrt(2.0) * max(params.theta_intensity, 1e-6))
     log_wa = np.log(params.weight_appearance) if params.weight_appearance > 0 else -np.inf
-    for offset, d2 in offsets:
+    # log w_a - d^2/2ta^2 of every offset, moved to the device once
+    log_k = torch.tensor([log_wa - d2 * inv_ta for _, d2 in offsets], dtype=image.dtype, device=image.device)
+    for i, (offset, d2) in enumerate(offsets):
         if offset > (0, 0, 0):  # its pair -offset is served by the same kernel
             a, b = _pair_slices(offset, shape)
             diff = scaled[a] - scaled[b]
-            log_k = torch.tensor(log_wa - d2 * inv_ta, dtype=image.dtype, device=image.device)
-            kernel = torch.addcmul(log_k, diff, diff, value=-1.0).exp_()
+            kernel = torch.addcmul(log_k[i], diff, diff, value=-1.0).exp_()
             if with_smoothness and params.weight_smooth > 0:
                 kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
             yield offset, a, b, kernel
