@@ -181,16 +181,16 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
     # exp(log w_a - d^2/2ta^2 - (dI / sqrt(2) ti)^2): three tensor operations per pair
     scaled = image / (np.sqrt(2.0) * max(params.theta_intensity, 1e-6))
     log_wa = np.log(params.weight_appearance) if params.weight_appearance > 0 else -np.inf
-    # log w_a - d^2/2ta^2 of every offset, moved to the device once
-    log_k = torch.tensor([log_wa - d2 * inv_ta for _, d2 in offsets], dtype=image.dtype, device=image.device)
-    for i, (offset, d2) in enumerate(offsets):
-        if offset > (0, 0, 0):  # its pair -offset is served by the same kernel
-            a, b = _pair_slices(offset, shape)
-            diff = scaled[a] - scaled[b]
-            kernel = torch.addcmul(log_k[i], diff, diff, value=-1.0).exp_()
-            if with_smoothness and params.weight_smooth > 0:
-                kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
-            yield offset, a, b, kernel
+    half = [(o, d2) for o, d2 in offsets if o > (0, 0, 0)]  # each -o is served by the same kernel
+    # log w_a - d^2/2ta^2 of each pair, moved to the device once
+    log_k = torch.tensor([log_wa - d2 * inv_ta for _, d2 in half], dtype=image.dtype, device=image.device)
+    for i, (offset, d2) in enumerate(half):
+        a, b = _pair_slices(offset, shape)
+        diff = scaled[a] - scaled[b]
+        kernel = torch.addcmul(log_k[i], diff, diff, value=-1.0).exp_()
+        if with_smoothness and params.weight_smooth > 0:
+            kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
+        yield offset, a, b, kernel
 
 
 def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
@@ -198,8 +198,9 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
 
     The appearance kernel is accumulated offset pair by offset pair (``_appearance_pairs``),
     so nothing of size window^3 x voxels is built. On a cube window the smoothness kernel
-    is a separable convolution; on the other shapes it is added to each pair's kernel. ``norm`` depends on the image only: pass it back in to skip recomputing
-    it (mean-field iterations). With ``q`` None only the normaliser is computed (the
+    is a separable convolution; on the other shapes it is added to each pair's kernel.
+    ``norm`` depends on the image only: pass it back in to skip recomputing it
+    (mean-field iterations). With ``q`` None only the normaliser is computed (the
     message is None).
     """
     radius = _window(spacing_mm, params)[0]
