@@ -64,10 +64,10 @@ class CRFParams:
             a larger box gets longer-range messages on a coarser grid (the same window in
             coarse voxels). 0 = off (always ``downsample``). Not used by ``refine_mask`` (no boxes there).
         downsample_max: the largest factor ``downsample_box_mm`` may choose.
-        kernel_cache_mb: the appearance kernels of the window's offset pairs are kept across
-            mean-field iterations when they take at most this many MiB (half the window times
-            the voxels of the boxes' bounding region), else recomputed each iteration; the same
-            result either way. 0 = never kept: memory strictly linear in voxels.
+        kernel_cache_mb: the kernels of the window's offset pairs are kept across mean-field
+            iterations when they take at most this many MiB (half the window times the voxels
+            of the boxes' bounding region, on the message grid), else recomputed each
+            iteration; the same result either way. 0 = never kept: memory strictly linear in voxels.
     """
 
     iterations: int = 5
@@ -145,35 +145,11 @@ def _pair_slices(offset, shape):
     return (..., *a), (..., *b)
 
 
-def _gaussian_1d(radius: int, spacing: float, theta: float, like: torch.Tensor) -> torch.Tensor:
-    d = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device) * spacing
-    return torch.exp(-(d * d) / (2.0 * max(theta, 1e-6) ** 2))
-
-
-def _smooth_sum(x: torch.Tensor, radius, spacing_mm, theta: float) -> torch.Tensor:
-    """sum_j exp(-|p_i - p_j|^2 / 2 theta^2) x_j over the window, self included, zero outside.
-
-    The truncated Gaussian on a box window is separable: three 1D convolutions.
-    """
-    b, c = x.shape[:2]
-    out = x.reshape(b * c, 1, *x.shape[-3:])
-    for axis, (r, s) in enumerate(zip(radius, spacing_mm)):
-        if r == 0:
-            continue
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = 2 * r + 1
-        weight = _gaussian_1d(r, s, theta, x).view(shape)
-        padding = [0, 0, 0]
-        padding[axis] = r
-        out = torch.nn.functional.conv3d(out, weight, padding=tuple(padding))
-    return out.reshape(x.shape)
-
-
-def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_smoothness: bool = False):
+def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams):
     """(o, A, B, kernel) for each pair of opposite window offsets (o, -o): the index
-    regions of the voxel pairs (i, i + o) and the appearance kernel on them (symmetric,
-    so one evaluation serves both directions). Generated one pair at a time. With
-    ``with_smoothness`` the smoothness kernel (a constant per offset) is added in."""
+    regions of the voxel pairs (i, i + o) and the kernel on them, appearance plus
+    smoothness (symmetric, so one evaluation serves both directions). Generated one
+    pair at a time."""
     offsets = _window(spacing_mm, params)[1]
     inv_ta = 1.0 / (2.0 * max(params.theta_appearance_mm, 1e-6) ** 2)
     inv_ts = 1.0 / (2.0 * max(params.theta_smooth_mm, 1e-6) ** 2)
@@ -188,7 +164,7 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
         a, b = _pair_slices(offset, shape)
         diff = scaled[a] - scaled[b]
         kernel = torch.addcmul(log_k[i], diff, diff, value=-1.0).exp_()
-        if with_smoothness and params.weight_smooth > 0:
+        if params.weight_smooth > 0:  # the smoothness kernel is a constant per offset
             kernel.add_(params.weight_smooth * np.exp(-d2 * inv_ts))
         yield offset, a, b, kernel
 
@@ -196,34 +172,64 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams, with_s
 def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
     """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j), j != i.
 
-    The appearance kernel is accumulated offset pair by offset pair (``_appearance_pairs``),
-    so nothing of size window^3 x voxels is built. On a cube window the smoothness kernel
-    is a separable convolution; on the other shapes it is added to each pair's kernel.
-    ``norm`` depends on the image only: pass it back in to skip recomputing it
-    (mean-field iterations). With ``q`` None only the normaliser is computed (the
-    message is None).
+    The kernel is accumulated offset pair by offset pair (``_appearance_pairs``), so
+    nothing of size window^3 x voxels is built. ``norm`` depends on the image only: pass
+    it back in to skip recomputing it (mean-field iterations). With ``q`` None only the
+    normaliser is computed (the message is None).
     """
-    radius = _window(spacing_mm, params)[0]
     want_message, want_norm = q is not None, norm is None
     qv = q * valid if want_message else None
     message = torch.zeros_like(image) if want_message else None
     if want_norm:
         norm = torch.zeros_like(image)
-    fold = params.window_shape != "cube"
-    if params.weight_appearance > 0 or fold:
-        for _, a, b, kernel in _appearance_pairs(image, spacing_mm, params, with_smoothness=fold):
-            if want_message:
-                message[a].addcmul_(kernel, qv[b])
-                message[b].addcmul_(kernel, qv[a])
-            if want_norm:
-                norm[a].addcmul_(kernel, valid[b])
-                norm[b].addcmul_(kernel, valid[a])
-    if params.weight_smooth > 0 and not fold:
+    for _, a, b, kernel in _appearance_pairs(image, spacing_mm, params):
         if want_message:
-            message.add_(_smooth_sum(qv, radius, spacing_mm, params.theta_smooth_mm) - qv, alpha=params.weight_smooth)
+            message[a].addcmul_(kernel, qv[b])
+            message[b].addcmul_(kernel, qv[a])
         if want_norm:
-            norm.add_(_smooth_sum(valid, radius, spacing_mm, params.theta_smooth_mm) - valid, alpha=params.weight_smooth)
+            norm[a].addcmul_(kernel, valid[b])
+            norm[b].addcmul_(kernel, valid[a])
     return message, norm
+
+
+class _KeptKernels:
+    """The kernels of every offset pair on ``image``, computed once and kept across
+    mean-field iterations: the normaliser on ``core``, and messages on ``core`` as two
+    fused multiply-adds per offset pair (views of the kernels on the core, views into
+    persistent message and source buffers). The result equals ``pairwise_message``'s.
+    """
+
+    def __init__(self, image: torch.Tensor, spacing_mm, params: CRFParams, core):
+        pairs = list(_appearance_pairs(image, spacing_mm, params))
+        norm = torch.zeros_like(image)
+        for _, a, b, kernel in pairs:
+            norm[a].add_(kernel)
+            norm[b].add_(kernel)
+        self.norm = norm[core]
+        self.source, self.message = torch.zeros_like(self.norm), torch.zeros_like(self.norm)
+        core_shape = tuple(self.norm.shape[-3:])
+        self.plan = []
+        for offset, _, _, kernel in pairs:
+            # pairs (i, i + o) with both ends in the core: along each axis, kernel entries
+            # [c0, c1 - |d|) of the region's pairs, whatever the sign of d
+            on_core = kernel[(..., *[slice(c.start, c.stop - abs(d)) for c, d in zip(core[-3:], offset)])]
+            a, b = _pair_slices(offset, core_shape)
+            self.plan.append((on_core, self.message[a], self.message[b], self.source[a], self.source[b]))
+
+    @staticmethod
+    def fit(image: torch.Tensor, spacing_mm, params: CRFParams) -> bool:
+        """Whether the kernels of ``image`` take at most ``kernel_cache_mb``."""
+        pairs = (len(_window(spacing_mm, params)[1]) + 1) // 2
+        return pairs * image.numel() * image.element_size() <= params.kernel_cache_mb * 2**20
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        """sum_j k_ij q_j on the core (a buffer overwritten by the next call)."""
+        self.source.copy_(q)
+        self.message.zero_()
+        for kernel, message_a, message_b, source_a, source_b in self.plan:
+            message_a.addcmul_(kernel, source_b)
+            message_b.addcmul_(kernel, source_a)
+        return self.message
 
 
 def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm, params: CRFParams):
@@ -260,61 +266,42 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     scale = float(f**3)  # a coarse voxel stands for f^3 voxels
     # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
     params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
-    valid = torch.ones_like(image)
-    norm = pairwise_message(None, image, valid, spacing_mm, params)[1]
-    norm_full = _upsample(norm, q.shape[-3:], f) * scale
+    messages = _messages(image, spacing_mm, params, (..., *(slice(0, n) for n in image.shape[-3:])))
+    norm_full = _upsample(messages.norm, q.shape[-3:], f) * scale
     for _ in range(params.iterations):
-        message = pairwise_message(torch.nn.functional.avg_pool3d(q, **pool), image, valid, spacing_mm, params, norm)[0]
+        message = messages(torch.nn.functional.avg_pool3d(q, **pool))
         q = torch.sigmoid(unary_logit + 2.0 * _upsample(message, q.shape[-3:], f) * scale - norm_full) * allowed_f
     return q
 
 
+class _RecomputedKernels:
+    """``_KeptKernels``' interface with the kernels recomputed at every message
+    (``pairwise_message``): memory linear in voxels."""
+
+    def __init__(self, image: torch.Tensor, spacing_mm, params: CRFParams, core):
+        self.norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
+        self.image, self.spacing_mm, self.params = image[core], spacing_mm, params
+        self.valid = torch.ones_like(self.image)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        return pairwise_message(q, self.image, self.valid, self.spacing_mm, self.params, self.norm)[0]
+
+
+def _messages(image: torch.Tensor, spacing_mm, params: CRFParams, core):
+    """Messages into ``core`` from the window on ``image``: kernels kept across iterations
+    when they fit ``kernel_cache_mb``, else recomputed each time. Same result either way."""
+    kind = _KeptKernels if _KeptKernels.fit(image, spacing_mm, params) else _RecomputedKernels
+    return kind(image, spacing_mm, params, core)
+
+
 def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CRFParams):
     """Mean field on ``core`` (the bounding box of the allowed voxels), the normaliser on
-    the whole region (its sources are every voxel within the window).
-
-    The appearance kernels do not change between iterations. When the region's kernels
-    fit ``kernel_cache_mb`` they are computed once, with the smoothness kernel (a constant
-    per offset) added in: they give the normaliser, and their views on the core, with
-    views into persistent message and source buffers, make each iteration two fused
-    multiply-adds per offset pair. Otherwise ``pairwise_message``
-    recomputes them every iteration (memory linear in voxels). Same result either way.
-    """
-    offsets = _window(spacing_mm, params)[1]
+    the whole region (its sources are every voxel within the window)."""
+    messages = _messages(image, spacing_mm, params, core)
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
-    cache_bytes = (len(offsets) + 1) // 2 * image.numel() * image.element_size()
-    if params.weight_appearance == 0 or cache_bytes > params.kernel_cache_mb * 2**20:
-        norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
-        image_c = image[core]
-        valid = torch.ones_like(image_c)
-        for _ in range(params.iterations):
-            message = pairwise_message(q, image_c, valid, spacing_mm, params, norm)[0]
-            # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-            q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
-        return q
-    # smoothness folded into the kept kernels: one kernel per offset pair, no convolution
-    pairs = list(_appearance_pairs(image, spacing_mm, params, with_smoothness=True))
-    norm = torch.zeros_like(image)
-    for _, a, b, kernel in pairs:
-        norm[a].add_(kernel)
-        norm[b].add_(kernel)
-    norm = norm[core]
-    source, message = torch.zeros_like(q), torch.zeros_like(q)
-    core_shape = tuple(q.shape[-3:])
-    plan = []
-    for offset, _, _, kernel in pairs:
-        # pairs (i, i + o) with both ends in the core: along each axis, kernel entries
-        # [c0, c1 - |d|) of the region's pairs, whatever the sign of d
-        on_core = kernel[(..., *[slice(c.start, c.stop - abs(d)) for c, d in zip(core[-3:], offset)])]
-        a, b = _pair_slices(offset, core_shape)
-        plan.append((on_core, message[a], message[b], source[a], source[b]))
     for _ in range(params.iterations):
-        source.copy_(q)
-        message.zero_()
-        for kernel, message_a, message_b, source_a, source_b in plan:
-            message_a.addcmul_(kernel, source_b)
-            message_b.addcmul_(kernel, source_a)
-        q = torch.sigmoid(unary + 2.0 * message - norm) * allowed_f
+        # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
+        q = torch.sigmoid(unary + 2.0 * messages(q) - messages.norm) * allowed_f
     return q
 
 
