@@ -16,7 +16,7 @@ re-estimated from the current solution. For a box the spatial prior encodes
 what a box says: voxels outside every box are background (clamped); inside,
 the inscribed ellipsoid is likely lesion and the corners are not
 (``box_prior``). The same refinement serves the fusion masks of stage 2,
-with the union of masks as prior (``mask_prior``).
+with the union of masks as prior (``refine_mask``).
 
 Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
 """
@@ -146,7 +146,7 @@ def _pair_slices(offset, shape):
     return (..., *a), (..., *b)
 
 
-def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams):
+def _pair_kernels(image: torch.Tensor, spacing_mm, params: CRFParams):
     """(o, A, B, kernel) for each pair of opposite window offsets (o, -o): the index
     regions of the voxel pairs (i, i + o) and the kernel on them, appearance plus
     smoothness (symmetric, so one evaluation serves both directions). Generated one
@@ -173,7 +173,7 @@ def _appearance_pairs(image: torch.Tensor, spacing_mm, params: CRFParams):
 def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
     """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j), j != i.
 
-    The kernel is accumulated offset pair by offset pair (``_appearance_pairs``), so
+    The kernel is accumulated offset pair by offset pair (``_pair_kernels``), so
     nothing of size window^3 x voxels is built. ``norm`` depends on the image only: pass
     it back in to skip recomputing it (mean-field iterations). With ``q`` None only the
     normaliser is computed (the message is None).
@@ -183,7 +183,7 @@ def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, 
     message = torch.zeros_like(image) if want_message else None
     if want_norm:
         norm = torch.zeros_like(image)
-    for _, a, b, kernel in _appearance_pairs(image, spacing_mm, params):
+    for _, a, b, kernel in _pair_kernels(image, spacing_mm, params):
         if want_message:
             message[a].addcmul_(kernel, qv[b])
             message[b].addcmul_(kernel, qv[a])
@@ -201,7 +201,7 @@ class _KeptKernels:
     """
 
     def __init__(self, image: torch.Tensor, spacing_mm, params: CRFParams, core):
-        pairs = list(_appearance_pairs(image, spacing_mm, params))
+        pairs = list(_pair_kernels(image, spacing_mm, params))
         norm = torch.zeros_like(image)
         for _, a, b, kernel in pairs:
             norm[a].add_(kernel)
