@@ -233,6 +233,26 @@ class _KeptKernels:
         return self.message
 
 
+class _RecomputedKernels:
+    """``_KeptKernels``' interface with the kernels recomputed at every message
+    (``pairwise_message``): memory linear in voxels."""
+
+    def __init__(self, image: torch.Tensor, spacing_mm, params: CRFParams, core):
+        self.norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
+        self.image, self.spacing_mm, self.params = image[core], spacing_mm, params
+        self.valid = torch.ones_like(self.image)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        return pairwise_message(q, self.image, self.valid, self.spacing_mm, self.params, self.norm)[0]
+
+
+def _messages(image: torch.Tensor, spacing_mm, params: CRFParams, core):
+    """Messages into ``core`` from the window on ``image``: kernels kept across iterations
+    when they fit ``kernel_cache_mb``, else recomputed each time. Same result either way."""
+    kind = _KeptKernels if _KeptKernels.fit(image, spacing_mm, params) else _RecomputedKernels
+    return kind(image, spacing_mm, params, core)
+
+
 def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm, params: CRFParams):
     """Mean-field inference of the binary Potts CRF.
 
@@ -273,26 +293,6 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
         message = messages(torch.nn.functional.avg_pool3d(q, **pool))
         q = torch.sigmoid(unary_logit + 2.0 * _upsample(message, q.shape[-3:], f) * scale - norm_full) * allowed_f
     return q
-
-
-class _RecomputedKernels:
-    """``_KeptKernels``' interface with the kernels recomputed at every message
-    (``pairwise_message``): memory linear in voxels."""
-
-    def __init__(self, image: torch.Tensor, spacing_mm, params: CRFParams, core):
-        self.norm = pairwise_message(None, image, torch.ones_like(image), spacing_mm, params)[1][core]
-        self.image, self.spacing_mm, self.params = image[core], spacing_mm, params
-        self.valid = torch.ones_like(self.image)
-
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
-        return pairwise_message(q, self.image, self.valid, self.spacing_mm, self.params, self.norm)[0]
-
-
-def _messages(image: torch.Tensor, spacing_mm, params: CRFParams, core):
-    """Messages into ``core`` from the window on ``image``: kernels kept across iterations
-    when they fit ``kernel_cache_mb``, else recomputed each time. Same result either way."""
-    kind = _KeptKernels if _KeptKernels.fit(image, spacing_mm, params) else _RecomputedKernels
-    return kind(image, spacing_mm, params, core)
 
 
 def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CRFParams):
