@@ -38,6 +38,7 @@ test-slurm: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf results logs .snakemake

@@ -40,8 +40,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from boxseg.convcrf import CRFParams, box_prior, boxes_prior, pseudo_mask_from_boxes  # noqa: E402
-from boxseg.metrics import dice  # noqa: E402
+from boxseg.convcrf import CRFParams, box_prior, boxes_prior, pseudo_mask_from_boxes
+from boxseg.metrics import dice
 
 DENSECRF_GRID = {"theta_position_mm": [3.0, 8.0], "theta_intensity": [0.05, 0.15], "weight": [3.0, 10.0]}
 

@@ -53,11 +53,11 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--configfile", "config.yaml",
                "-n", "--cores", "2", "--quiet", "rules"]
         t = time.perf_counter()
-        out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
         elapsed = time.perf_counter() - t
         if out.returncode != 0:
             sys.exit(f"dry run failed for {n} cases:\n{out.stderr[-2000:]}")
-        total = re.search(r"^total\s+(\d+)", out.stdout + out.stderr, re.M)
+        total = re.search(r"^total\s+(\d+)", out.stdout + out.stderr, re.MULTILINE)
         print(f"{n}\t{total.group(1) if total else '?'}\t{elapsed:.1f}", flush=True)
 
 

@@ -27,8 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from boxseg.device import configure_torch  # noqa: E402
-from boxseg.training import TrainSettings, build_unet, predict_probability, train  # noqa: E402
+from boxseg.device import configure_torch
+from boxseg.training import TrainSettings, build_unet, predict_probability, train
 
 
 def volumes(shape, n, seed=0):

@@ -8,11 +8,16 @@ corner voxels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from boxseg.geometry import index_to_physical, physical_to_index
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_values=(1,), min_voxels: int = 1):
@@ -28,7 +33,7 @@ def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_valu
         List of (lo, hi) inclusive index arrays, largest lesion first.
     """
     tumor = np.isin(label, tumor_values)
-    components, n = ndi.label(tumor, structure=np.ones((3, 3, 3)))
+    components, _ = ndi.label(tumor, structure=np.ones((3, 3, 3)))
     margin_vox = np.round(float(margin_mm) / np.asarray(spacing_mm, float)).astype(int)
     boxes = []
     for i, sl in enumerate(ndi.find_objects(components), start=1):
@@ -90,7 +95,7 @@ BOX_TABLE_COLUMNS = ["case", "lesion", "coordinates", "x_min", "y_min", "z_min",
 COORDINATE_SYSTEMS = ("lps_mm", "ras_mm", "index")
 
 
-def read_box_table(path) -> "pd.DataFrame":
+def read_box_table(path) -> pd.DataFrame:
     """A box table (TSV or CSV), one row per lesion box.
 
     Columns: ``case``, ``lesion`` (an integer per box), ``coordinates`` and the two corners
@@ -98,8 +103,9 @@ def read_box_table(path) -> "pd.DataFrame":
     ``lps_mm`` or ``ras_mm`` (physical, the box's faces; voxels whose centres lie inside are in
     the box) or ``index`` (inclusive 0-based voxel indices i, j, k as ITK and Slicer count them).
     """
-    import pandas as pd
     from pathlib import Path
+
+    import pandas as pd
 
     path = Path(path)
     if not path.exists():

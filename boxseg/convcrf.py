@@ -103,7 +103,7 @@ class CRFParams:
             raise ValueError("iterations, rounds, downsample and downsample_max must be >= 1 and histogram_bins >= 2")
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "CRFParams":
+    def from_dict(cls, values: dict | None) -> CRFParams:
         known = {f.name for f in fields(cls)}
         unknown = set(values or {}) - known
         if unknown:
@@ -281,7 +281,7 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
         q[region][core] = q_c
         return q
     # messages on a grid coarser by f (ConvCRF's "blur"), interpolated back
-    pool = dict(kernel_size=f, stride=f, ceil_mode=True)
+    pool = {"kernel_size": f, "stride": f, "ceil_mode": True}
     image = torch.nn.functional.avg_pool3d(image, **pool)
     spacing_mm = tuple(float(s) * f for s in spacing_mm)
     scale = float(f**3)  # a coarse voxel stands for f^3 voxels
@@ -426,7 +426,7 @@ def _run_refine(image, prior, allowed, spacing_mm, params, device):
     sub_allowed = allowed[region]
     shell = _shell(sub_allowed, spacing_mm, params.shell_mm)
     dev = _select_device(device)
-    to = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
+    to = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)
     with torch.no_grad():
         q = refine(
             to(image[region]), to(prior[region]), to(sub_allowed, torch.bool), to(shell, torch.bool), spacing_mm, params

@@ -59,7 +59,7 @@ def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_se
         test = set(test_cases)
     else:
         rng = np.random.default_rng(split_seed)
-        n_test = max(1, int(round(test_fraction * len(cases))))
+        n_test = max(1, round(test_fraction * len(cases)))
         test = set(rng.choice(cases, size=n_test, replace=False).tolist())
     rows = [
         {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name), "boxes": "",
@@ -103,7 +103,7 @@ def check_sheet(sheet: pd.DataFrame, box_table_cases=(), source="case sheet") ->
             raise ValueError(f"case {case}: {source}: {err}") from None
     duplicated = sheet["case"][sheet["case"].duplicated()].tolist()
     if duplicated:
-        raise ValueError(f"case {sorted(set(duplicated))[0]}: {source}: duplicate case id(s) {sorted(set(duplicated))}")
+        raise ValueError(f"case {min(duplicated)}: {source}: duplicate case id(s) {sorted(set(duplicated))}")
     bad = sorted(set(sheet["split"]) - set(SPLITS))
     if bad:
         raise ValueError(f"{source}: split must be one of {list(SPLITS)}, got {bad}")

@@ -48,7 +48,7 @@ def claim_gpu(n_devices: int, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, ti
     deadline = time.monotonic() + timeout_s
     while True:
         for device_id in range(n_devices):
-            handle = open(lock_dir / f"gpu{device_id}.lock", "a")
+            handle = open(lock_dir / f"gpu{device_id}.lock", "a")  # noqa: SIM115 (held while the GPU is in use)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

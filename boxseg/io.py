@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import gzip
 import json
+import logging
 import os
 import re
 import zlib

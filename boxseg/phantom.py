@@ -48,7 +48,7 @@ def make_phantom(seed: int) -> PhantomCase:
     """Generate one phantom case from ``seed`` (deterministic)."""
     rng = np.random.default_rng(seed)
     spacing = (float(rng.uniform(2.0, 3.0)), *(2 * [float(rng.uniform(1.4, 1.8))]))
-    shape = tuple(int(round(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing))
+    shape = tuple(round(f / s) for f, s in zip(FIELD_OF_VIEW_MM, spacing))
     zz, yy, xx = (
         (np.arange(n, dtype=np.float32)[tuple(slice(None) if i == a else None for i in range(3))] - (n - 1) / 2) * s
         for a, (n, s) in enumerate(zip(shape, spacing))

@@ -46,7 +46,8 @@ def case_boxes(case, image, label, *, box_rows=None, box_file=None, margin_mm=0.
     from 3D Slicer, or a box table), else boxes of the lesions in the label enlarged by
     ``margin_mm`` (research mode), else none (a case to predict with an organ label).
     """
-    from boxseg.boxes import read_box_table, read_slicer_rois, records_from_rows, box_rows as rows_of
+    from boxseg.boxes import box_rows as rows_of
+    from boxseg.boxes import read_box_table, read_slicer_rois, records_from_rows
     from boxseg.preprocess import make_boxes
 
     if box_rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from boxseg.boxes import boxes_from_label, box_records, boxes_on_grid
+from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid
 from boxseg.geometry import (
     bounding_box,
     lesion_bearing_region,

@@ -80,7 +80,7 @@ class TrainSettings:
             raise ValueError(f"patch_size {self.patch_size} must be multiples of {factor} for {len(self.features)} levels")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainSettings":
+    def from_dict(cls, values: dict) -> TrainSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

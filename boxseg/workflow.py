@@ -16,7 +16,7 @@ def run_step(snakemake, step) -> None:
     """
     terminal = sys.stderr
     if snakemake.log:
-        sys.stderr = open(snakemake.log[0], "w", buffering=1)
+        sys.stderr = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115 (the job's stderr until it ends)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     try:
         step(snakemake)

@@ -74,7 +74,7 @@ def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=No
     if rerun_triggers:
         cmd += ["--rerun-triggers", *rerun_triggers]
     with open(path / "snakemake.log", "w") as log:
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
 
 
 def _img(path: Path) -> str:

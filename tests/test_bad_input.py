@@ -43,7 +43,7 @@ def _one_line(err: CaseError, case: str, fragment: str):
 
 class TestBadInput:
     def test_missing_file(self, case_files):
-        d, image, label = case_files
+        d, _, label = case_files
         with pytest.raises(CaseError) as err:
             _boxes("c1", d / "nope.nii.gz", label, d / "b.json")
         _one_line(err.value, "c1", "nope.nii.gz: file not found")
@@ -60,7 +60,7 @@ class TestBadInput:
             _one_line(err.value, "c2", f"{name}: cannot read image")
 
     def test_geometry_mismatch(self, case_files):
-        d, image, label = case_files
+        d, image, _ = case_files
         other = _write(d / "other.nii.gz", np.zeros((12, 24, 24), np.uint8), spacing=(1.0, 1.0, 3.0))
         with pytest.raises(CaseError) as err:
             _boxes("c3", image, other, d / "b.json")
@@ -73,7 +73,7 @@ class TestBadInput:
         _one_line(err.value, "c4", "no lesion voxels")
 
     def test_nan_voxels(self, case_files):
-        d, image, label = case_files
+        d, _, label = case_files
         array = np.zeros((12, 24, 24), np.float32)
         array[3, 4, 5] = np.nan
         nan = _write(d / "nan.mha", array)  # (NIfTI written by ITK drops NaN)
@@ -82,7 +82,7 @@ class TestBadInput:
         _one_line(err.value, "c5", "1 non-finite")
 
     def test_2d_image(self, case_files):
-        d, image, label = case_files
+        d, _, label = case_files
         flat = sitk.GetImageFromArray(np.zeros((24, 24), np.int16))
         sitk.WriteImage(flat, str(d / "flat.nii.gz"))
         with pytest.raises(CaseError) as err:
@@ -111,7 +111,7 @@ class TestBadInput:
         _one_line(err.value, "c9", "boxes.mrk.json: unreadable box file")
 
     def test_failed_step_leaves_no_output(self, case_files):
-        d, image, label = case_files
+        d, image, _ = case_files
         (d / "broken.nii.gz").write_bytes(b"garbage")
         with pytest.raises(CaseError):
             _boxes("c7", image, d / "broken.nii.gz", d / "b.json")
@@ -123,7 +123,7 @@ def test_unknown_config_key_is_rejected(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "--cores", "1",
          "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "extra.yaml")],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path, capture_output=True, text=True, check=False,
     )
     assert out.returncode != 0 and "margn" in out.stdout + out.stderr
 
@@ -144,7 +144,7 @@ def test_bad_case_ids_in_a_sheet_name_the_case_and_the_sheet(tmp_path, cases, pr
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "--cores", "1",
          "--configfile", str(ROOT / "config.yaml"), str(tmp_path / "source.yaml"), "--config", f"sheet={sheet}"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path, capture_output=True, text=True, check=False,
     )
     assert out.returncode != 0
     lines = [line for line in (out.stdout + out.stderr).splitlines() if problem.format(sheet=sheet) in line]

@@ -39,7 +39,7 @@ class TestConvCRF:
         assert dice(mask, obj) > dice(box, obj) + 0.3  # shrinks the loose box toward the object
 
     def test_mean_field_on_the_box_plus_window_equals_the_whole_region(self, monkeypatch):
-        import boxseg.convcrf as convcrf
+        from boxseg import convcrf
 
         image, obj, spacing = _toy()
         lo, hi = _loose_box(obj, np.array([2, 4, 4]))
@@ -141,7 +141,7 @@ class TestConvCRF:
         q = torch.zeros(1, 1, 5, 5, 5)
         q[0, 0, 2, 2, 2] = 1.0
         image = torch.zeros_like(q)
-        message, norm = pairwise_message(q, image, torch.ones_like(q), (1.0, 1.0, 1.5), params)
+        message, _ = pairwise_message(q, image, torch.ones_like(q), (1.0, 1.0, 1.5), params)
         expected = np.exp(-(1.5**2) / 8.0) + 0.5 * np.exp(-(1.5**2) / 2.0)
         assert message[0, 0, 2, 2, 3].item() == pytest.approx(expected, rel=1e-5)
         assert message[0, 0, 2, 2, 2].item() == 0.0  # no self-message

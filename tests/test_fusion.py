@@ -5,7 +5,7 @@ from boxseg.fusion import fusion_union, weight_map
 
 class TestFusion:
     pm = np.array([[[1, 1, 0, 0, 0]]], bool)
-    preds = [np.array([[[1, 0, 1, 0, 0]]], bool), np.array([[[1, 0, 0, 1, 0]]], bool), np.array([[[1, 1, 0, 0, 0]]], bool)]
+    preds = (np.array([[[1, 0, 1, 0, 0]]], bool), np.array([[[1, 0, 0, 1, 0]]], bool), np.array([[[1, 1, 0, 0, 0]]], bool))
 
     def test_union(self):
         assert fusion_union(self.pm, self.preds).astype(int).tolist() == [[[1, 1, 1, 1, 0]]]

@@ -1,6 +1,6 @@
 import numpy as np
-import SimpleITK as sitk
 import pytest
+import SimpleITK as sitk
 
 from boxseg.boxes import box_mask, box_records, boxes_from_label, boxes_on_grid
 from boxseg.geometry import index_to_physical, physical_to_index, resample, roi_reference, to_original_grid

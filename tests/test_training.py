@@ -5,7 +5,7 @@ import torch
 from boxseg.training import TrainSettings, load_model, predict_probability, train, weighted_cross_entropy
 from tests.conftest import sphere
 
-TINY = dict(steps=6, batch_size=2, patch_size=(8, 16, 16), features=(4, 8), steps_per_epoch=2, checkpoint_every=2, seed=3)
+TINY = {"steps": 6, "batch_size": 2, "patch_size": (8, 16, 16), "features": (4, 8), "steps_per_epoch": 2, "checkpoint_every": 2, "seed": 3}
 
 
 def _data(n=2):
@@ -90,7 +90,7 @@ def test_sigterm_then_restart_gives_the_same_weights(tmp_path):
 
     from tests.conftest import ROOT
 
-    run = lambda *a: subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, *map(str, a)], cwd=ROOT)  # noqa: E731
+    run = lambda *a: subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, *map(str, a)], cwd=ROOT)
     assert run(tmp_path / "a.pt", tmp_path / "a.tsv").wait() == 0
     ckpt = tmp_path / "ckpt.pt"
     victim = run(tmp_path / "b.pt", tmp_path / "b.tsv", ckpt)

@@ -150,7 +150,7 @@ class TestUserData:
 
     def test_user_box_bounds_the_mask(self, user_run):
         """With a user box, post-processing keeps the largest component inside each box."""
-        work, data, _ = user_run
+        work, _, _ = user_run
         record = json.loads((work / "results/boxes/t0.json").read_text())["boxes"][0]
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "results/predictions/weak/t0/mask.nii.gz")))
         inside = np.zeros(mask.shape, bool)
