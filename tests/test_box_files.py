@@ -127,7 +127,7 @@ def test_real_ct_ras_round_trip(shared_dir, tmp_path):
     assert record["index_lo"] == idx.min(0).tolist() and record["index_hi"] == idx.max(0).tolist()
     label = array_like(kidney.astype(np.uint8), ct)
     roi, _, _ = crop_roi("ts", ct, None, [record], spacing_mm=(2.0, 2.0, 2.0), roi_size_mm=(160, 120, 120),
-                                 window_hu=(-200, 500), tumor_values=(1,), organ_values=())
+                         window_hu=(-200, 500), tumor_values=(1,), organ_values=())
     from boxseg.preprocess import lesion_on_grid
 
     back = to_original_grid(sitk.Cast(lesion_on_grid(label, roi, (1,)), sitk.sitkFloat32), ct) > 0.5
