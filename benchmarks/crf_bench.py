@@ -3,7 +3,7 @@
 
 usage: python benchmarks/crf_bench.py --kits KITS_DIR --ibsi IBSI_DIR --out FILE.tsv
        [--margins 0 3.5 7] [--max-cases N] [--threads 2] [--devices cpu cuda]
-       [--save-rois ROIS.npz | --load-rois ROIS.npz]
+       [--slack margin|MM] [--save-rois ROIS.npz | --load-rois ROIS.npz]
 
 KITS_DIR: KiTS layout (case_*/imaging.nii.gz, segmentation.nii.gz; tumor = 2, kidney = 1).
 IBSI_DIR: STS_xxx/CT_image.nii.gz, CT_mask.nii.gz (tumor = 1).
@@ -14,7 +14,10 @@ label with each margin. Every method sees the same ROI and boxes and is scored
 by DSC on the ROI grid. ``densecrf`` is pydensecrf2's DenseCRF (permutohedral
 lattice) with the same box-prior unary, the best of a small parameter grid
 (chosen on the same data, per dataset and margin: favourable to it);
-``convcrf`` runs with config.yaml's defaults. sec_per_case times the CRF call
+``convcrf`` runs with config.yaml's stage-1 defaults (``crf`` and ``pseudo_mask_crf``). Both CRFs' box prior is told the
+boxes' slack as the workflow tells it in research mode (``--slack margin``, the
+default: the margin the boxes were made with); ``--slack 0`` scores the prior
+that assumes tight boxes, a number any fixed slack. sec_per_case times the CRF call
 alone (for densecrf: one grid point). Writes one row per (dataset, margin_mm,
 method) and prints the table.
 
@@ -125,11 +128,11 @@ def ellipsoid_mask(shape, bounds):
     return out
 
 
-def densecrf(image, bounds, inside, spacing, prior_softness, theta_position_mm, theta_intensity, weight, iterations=5):
+def densecrf(image, bounds, inside, spacing, prior_softness, theta_position_mm, theta_intensity, weight, iterations=5, slack_mm=0.0):
     """DenseCRF with the ConvCRF's own box prior as unary (same ``prior_softness``)."""
     import pydensecrf.densecrf as dcrf
 
-    prior = np.clip(boxes_prior(image.shape, bounds, prior_softness)[0], 1e-5, 1 - 1e-5)
+    prior = np.clip(boxes_prior(image.shape, bounds, prior_softness, spacing, slack_mm)[0], 1e-5, 1 - 1e-5)
     unary = -np.log(np.stack([1 - prior, prior]).reshape(2, -1)).astype(np.float32)
     crf = dcrf.DenseCRF(image.size, 2)
     crf.setUnaryEnergy(np.ascontiguousarray(unary))
@@ -152,6 +155,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     ap.add_argument("--crf", nargs="*", default=[], metavar="KEY=VALUE", help="override ConvCRF settings (exploration)")
+    ap.add_argument("--slack", default="margin", metavar="margin|MM",
+                    help="the boxes' slack told to the box prior of ConvCRF and DenseCRF alike: 'margin' (the "
+                         "margin the boxes were made with, as the workflow does in research mode) or a fixed mm")
     ap.add_argument("--no-densecrf", action="store_true", help="skip the DenseCRF grid")
     ap.add_argument("--devices", nargs="+", default=["cpu"], help="ConvCRF devices timed side by side (cpu, cuda)")
     ap.add_argument("--save-rois", metavar="NPZ", help="write the prepared ROIs and stop")
@@ -165,7 +171,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.crf)}
-    params = CRFParams.from_dict({**config["crf"], **overrides})
+    params = CRFParams.from_dict({**config["crf"], **(config.get("pseudo_mask_crf") or {}), **overrides})
     if args.load_rois:
         rois = list(load_rois(args.load_rois, args.margins))
         if args.max_cases:
@@ -192,6 +198,7 @@ def main(argv=None):
     rows = []
     for dataset, case, margin, image, ref, bounds, spacing, inside in rois:
         r = {"dataset": dataset, "case": case, "margin_mm": margin}
+        slack = float(margin) if args.slack == "margin" else float(args.slack)
         rows.append({**r, "method": "box", "dsc": dice(inside, ref), "sec": 0.0})
         rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
         for device in args.devices:
@@ -199,12 +206,12 @@ def main(argv=None):
                 pseudo_mask_from_boxes(image, bounds, spacing, params, device=device)
                 warmed.add(device)
             t = time.perf_counter()
-            conv = pseudo_mask_from_boxes(image, bounds, spacing, params, device=device) > 0.5  # returns on the host
+            conv = pseudo_mask_from_boxes(image, bounds, spacing, params, device=device, slack_mm=slack) > 0.5  # returns on the host
             name = "convcrf" if device == "cpu" else f"convcrf_{device}"
             rows.append({**r, "method": name, "dsc": dice(conv, ref), "sec": time.perf_counter() - t})
         for i, g in enumerate(grid):
             t = time.perf_counter()
-            dense = densecrf(image, bounds, inside, spacing, params.prior_softness, **g)
+            dense = densecrf(image, bounds, inside, spacing, params.prior_softness, **g, slack_mm=slack)
             rows.append({**r, "method": f"densecrf#{i}", "dsc": dice(dense, ref), "sec": time.perf_counter() - t})
         if margin == args.margins[-1]:
             print(f"{dataset} {case}: done", file=sys.stderr, flush=True)

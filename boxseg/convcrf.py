@@ -15,7 +15,8 @@ The unary combines a spatial prior with a GrabCut-style intensity model
 re-estimated from the current solution. For a box the spatial prior encodes
 what a box says: voxels outside every box are background (clamped); inside,
 the inscribed ellipsoid is likely lesion and the corners are not
-(``box_prior``). The same refinement serves the fusion masks of stage 2,
+(``box_prior``); a box known to be drawn with slack has its ellipsoid
+inscribed in the box moved in by that slack (``shrink_box``). The same refinement serves the fusion masks of stage 2,
 with the union of masks as prior (``refine_mask``).
 
 Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
@@ -288,7 +289,8 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
     params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
     messages = _messages(image, spacing_mm, params, (..., *(slice(0, n) for n in image.shape[-3:])))
-    norm_full = _upsample(messages.norm, q.shape[-3:], f) * scale
+    norm = messages.norm
+    norm_full = _upsample(norm, q.shape[-3:], f) * scale
     for _ in range(params.iterations):
         message = messages(torch.nn.functional.avg_pool3d(q, **pool))
         q = torch.sigmoid(unary_logit + 2.0 * _upsample(message, q.shape[-3:], f) * scale - norm_full) * allowed_f
@@ -300,9 +302,10 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     the whole region (its sources are every voxel within the window)."""
     messages = _messages(image, spacing_mm, params, core)
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
+    norm = messages.norm
     for _ in range(params.iterations):
         # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-        q = torch.sigmoid(unary + 2.0 * messages(q) - messages.norm) * allowed_f
+        q = torch.sigmoid(unary + 2.0 * messages(q) - norm) * allowed_f
     return q
 
 
@@ -375,16 +378,19 @@ def _crop_around(mask: np.ndarray, pad):
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
-def box_prior(shape, box_lo, box_hi, softness: float):
+def box_prior(shape, box_lo, box_hi, softness: float, inner=None):
     """Prior lesion probability of a box on a grid of ``shape`` (z, y, x).
 
     ``box_lo``/``box_hi`` are continuous voxel-edge bounds. A lesion inside a box
     touches every face and is roughly convex, so its likeliest extent is the
     inscribed ellipsoid: the prior is 1/2 on the ellipsoid surface, rises
     toward the centre and falls toward the corners; it is 0 outside the box.
+    ``inner`` (lo, hi): inscribe the ellipsoid in this box instead (a box drawn with
+    slack; ``shrink_box``); the prior still falls smoothly to the box's faces.
     """
     lo, hi = np.asarray(box_lo, float), np.asarray(box_hi, float)
-    centre, half = (lo + hi) / 2.0 - 0.5, np.maximum((hi - lo) / 2.0, 0.5)
+    e_lo, e_hi = (lo, hi) if inner is None else (np.asarray(inner[0], float), np.asarray(inner[1], float))
+    centre, half = (e_lo + e_hi) / 2.0 - 0.5, np.maximum((e_hi - e_lo) / 2.0, 0.5)
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     r = np.sqrt(sum(((g - c) / h) ** 2 for g, c, h in zip(grids, centre, half)))
     inside = np.ones(shape, bool)
@@ -395,12 +401,29 @@ def box_prior(shape, box_lo, box_hi, softness: float):
     return np.where(inside, prior, 0.0).astype(np.float32), inside
 
 
-def boxes_prior(shape, boxes, softness: float):
-    """Prior of several boxes (voxel-wise maximum of ``box_prior``) and each box's inside mask."""
+def shrink_box(lo, hi, spacing_mm, slack_mm: float):
+    """The box moved in by ``slack_mm`` on every face (per axis in voxels of ``spacing_mm``),
+    never below one voxel, nor past its centre: where a box drawn with that much slack
+    says the lesion's own extent is."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    if slack_mm <= 0:
+        return lo, hi
+    d = np.minimum(slack_mm / np.asarray(spacing_mm, float), np.maximum((hi - lo - 1.0) / 2.0, 0.0))
+    return lo + d, hi - d
+
+
+def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm: float = 0.0):
+    """Prior of several boxes (voxel-wise maximum of ``box_prior``) and each box's inside mask.
+
+    With ``slack_mm`` > 0 each ellipsoid is inscribed in its box moved in by that slack
+    (``shrink_box``; ``spacing_mm`` needed), while the inside mask (where the label may
+    be lesion) stays the whole box.
+    """
     prior = np.zeros(shape, np.float32)
     insides = []
     for lo, hi in boxes:
-        p, inside = box_prior(shape, lo, hi, softness)
+        inner = shrink_box(lo, hi, spacing_mm, slack_mm) if slack_mm > 0 else None
+        p, inside = box_prior(shape, lo, hi, softness, inner)
         prior = np.maximum(prior, p)
         insides.append(inside)
     return prior, insides
@@ -447,13 +470,18 @@ def box_downsample(bounds, spacing_mm, params: CRFParams) -> int:
     return max(params.downsample, adaptive)
 
 
-def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None):
+def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None, slack_mm: float = 0.0):
     """Stage 1: lesion probability from one or more boxes.
 
     Args:
         image: (z, y, x) float array, intensities in [0, 1].
         boxes: list of (lo, hi) continuous voxel-edge bounds (z, y, x) on this grid.
         spacing_mm: voxel spacing (z, y, x).
+        slack_mm: how far the boxes are known to lie outside their lesions on every face
+            (research mode: the margin they were made with); the prior's ellipsoid is
+            inscribed in each box moved in by it, and the message grid is chosen from
+            those inner boxes. 0 = tight boxes. Too large a slack cuts lesions: state a
+            lower bound.
 
     Returns:
         (z, y, x) float32 lesion probability; exactly 0 outside every box.
@@ -463,12 +491,13 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         >>> mask = prob > 0.5
     """
     image = np.asarray(image, np.float32)
-    prior, insides = boxes_prior(image.shape, boxes, params.prior_softness)
+    prior, insides = boxes_prior(image.shape, boxes, params.prior_softness, spacing_mm, slack_mm)
     allowed = np.logical_or.reduce(insides) if insides else np.zeros(image.shape, bool)
     if not allowed.any():
         return np.zeros(image.shape, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
-    params = replace(params, downsample=box_downsample(bounds, spacing_mm, params))
+    inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
+    params = replace(params, downsample=box_downsample(inner, spacing_mm, params))
     for round_ in range(params.tighten_rounds + 1):
         if round_ > 0:
             prior = boxes_prior(image.shape, bounds, params.prior_softness)[0]

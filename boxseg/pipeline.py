@@ -81,6 +81,7 @@ def preprocess_case(
     box_file=None,
     needs_boxes=True,
     margin_mm,
+    slack_mm=None,
     spacing_mm,
     roi_size_mm,
     window_hu,
@@ -92,6 +93,8 @@ def preprocess_case(
 
     Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
     cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
+    The boxes' slack for the ConvCRF prior is ``slack_mm``, or when None the margin of
+    boxes made from a label and 0 for drawn boxes.
     """
     from boxseg.preprocess import crop_roi, lesion_on_grid, load_case
 
@@ -122,7 +125,9 @@ def preprocess_case(
     write_image(roi_label, out_label)
     write_json(geometry, out_geometry)
     write_image(roi_image, out_image)
-    write_json({"case": case, "source": source, "margin_mm": float(margin_mm) if source == "label" else 0.0, "boxes": boxes}, out_boxes)
+    margin = float(margin_mm) if source == "label" else 0.0
+    slack = margin if slack_mm is None else float(slack_mm)
+    write_json({"case": case, "source": source, "margin_mm": margin, "slack_mm": slack, "boxes": boxes}, out_boxes)
 
 
 def roi_boxes(boxes_json, geometry_json, roi_image: sitk.Image):
@@ -145,12 +150,13 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
     bounds = roi_boxes(boxes_json, geometry_json, roi)
     if not bounds:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
-    prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False))
+    slack = float(read_json(boxes_json).get("slack_mm", 0.0))
+    prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False), slack_mm=slack)
     regions = np.zeros(image.shape, np.uint8)
     for i, b in enumerate(bounds, start=1):
         regions[roi_box_mask([b], image.shape) & (regions == 0)] = i
     mask = largest_component_per_region(prob > 0.5, regions)
-    log.info("case %s: pseudo-mask %d voxels in %d box(es)", case, int(mask.sum()), len(bounds))
+    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %.2f mm", case, int(mask.sum()), len(bounds), slack)
     write_image(array_like(mask.astype(np.uint8), roi), out_mask)
 
 

@@ -120,7 +120,7 @@ if {"full", "ccnn", "sdi"} & set(METHODS):
 
 def settings(section):
     """A config section as params, keys sorted: reruns follow values, not key order."""
-    return dict(sorted(config[section].items()))
+    return dict(sorted((config.get(section) or {}).items()))
 
 
 def image_of(wildcards):

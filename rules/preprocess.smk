@@ -16,6 +16,7 @@ rule preprocess:
         box_rows=lambda wc: BOX_ROWS.get(wc.case, []),
         needs_boxes=lambda wc: SPLIT[wc.case] == "train",
         margin_mm=config["boxes"]["margin_mm"],
+        slack_mm=config["boxes"].get("slack_mm"),
         spacing_mm=config["preprocess"]["spacing_mm"],
         roi_size_mm=config["preprocess"]["roi_size_mm"],
         window_hu=config["preprocess"]["window_hu"],

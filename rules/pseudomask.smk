@@ -14,7 +14,7 @@ rule pseudo_mask:
         "../envs/boxseg.yaml"
     threads: 1
     params:
-        crf=settings("crf"),
+        crf=settings("crf") | settings("pseudo_mask_crf"),
         device=config["device"],
     script:
         "../workflow_scripts/pseudo_mask.py"

@@ -18,12 +18,17 @@ def _load(name):
     return module
 
 
-def test_crf_bench_rois_round_trip(tmp_path, capsys):
-    kits = tmp_path / "kits"
-    for i in range(2):
-        case = kits / f"case_{i:05d}"
+def _phantom_kits(root, n):
+    """``n`` phantom cases in KiTS layout under ``root``."""
+    for i in range(n):
+        case = root / f"case_{i:05d}"
         case.mkdir(parents=True)
         write_phantom_case(i, case / "imaging.nii.gz", case / "segmentation.nii.gz")
+    return root
+
+
+def test_crf_bench_rois_round_trip(tmp_path, capsys):
+    kits = _phantom_kits(tmp_path / "kits", 2)
     bench = _load("crf_bench")
     common = ["--margins", "0", "3.5", "--no-densecrf", "--threads", "1"]
     bench.main(["--kits", str(kits), "--out", str(tmp_path / "direct.tsv"), *common])
@@ -52,3 +57,19 @@ def test_train_bench_reports_step_time(capsys):
     assert lines[1].startswith("device\tsec_per_step")
     device, step_s, *_ = lines[2].split("\t")
     assert device == "cpu" and float(step_s) > 0
+
+
+def test_crf_sweep_ranks_grid_points_by_dev_dsc(tmp_path, capsys):
+    """Each grid point is scored on dev and held-out cases; a prior weight of 0 with no
+    intensity term (messages only) cannot beat the default on the phantoms."""
+    kits = _phantom_kits(tmp_path / "kits", 3)
+    bench = _load("crf_bench")
+    bench.main(["--kits", str(kits), "--save-rois", str(tmp_path / "rois.npz"), "--margins", "0", "3.5", "--threads", "1"])
+    sweep = _load("crf_sweep")
+    sweep.main(["--load-rois", str(tmp_path / "rois.npz"), "--margins", "0", "3.5", "--out", str(tmp_path / "sweep.tsv"),
+                "--dev-cases", "2", "--threads", "1", "--grid", "prior_weight=0,3", "intensity_weight=0"])
+    table = pd.read_csv(tmp_path / "sweep.tsv", sep="\t")
+    assert list(table["point"]) == ["prior_weight=3 intensity_weight=0", "prior_weight=0 intensity_weight=0"]
+    assert {"dev_kits19_0", "dev_kits19_3.5", "dev_mean", "held_mean"} <= set(table.columns)
+    assert table["dev_mean"].iloc[0] > table["dev_mean"].iloc[1] and table["held_mean"].notna().all()
+    assert "prior_weight=3" in capsys.readouterr().out

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from boxseg.convcrf import CRFParams, box_downsample, box_prior, pairwise_message, pseudo_mask_from_boxes, refine_mask
+from boxseg.convcrf import (
+    CRFParams,
+    box_downsample,
+    box_prior,
+    boxes_prior,
+    pairwise_message,
+    pseudo_mask_from_boxes,
+    refine_mask,
+    shrink_box,
+)
 from boxseg.metrics import dice
 from tests.conftest import sphere
 
@@ -153,6 +162,36 @@ class TestConvCRF:
             CRFParams(theta_intensity=-1.0)
         with pytest.raises(ValueError, match="window_shape must be one of"):
             CRFParams(window_shape="diamond")
+
+
+def test_shrink_box_moves_faces_in_by_the_slack_in_mm():
+    lo, hi = shrink_box((2.0, 4.0, 4.0), (12.0, 24.0, 24.0), (2.0, 1.0, 1.0), 3.0)
+    assert np.allclose(lo, (3.5, 7.0, 7.0)) and np.allclose(hi, (10.5, 21.0, 21.0))
+    lo, hi = shrink_box((0.0, 0.0, 0.0), (3.0, 3.0, 40.0), (1.0, 1.0, 1.0), 10.0)  # never below one voxel
+    assert np.allclose(hi - lo, (1.0, 1.0, 20.0))
+    assert [tuple(v) for v in shrink_box((1, 2, 3), (4, 5, 6), (1, 1, 1), 0.0)] == [(1, 2, 3), (4, 5, 6)]
+
+
+def test_slack_prior_keeps_the_box_and_moves_the_half_surface_in():
+    shape, spacing, box = (20, 40, 40), (2.0, 1.0, 1.0), ((2.0, 6.0, 6.0), (18.0, 34.0, 34.0))
+    plain, (inside,) = boxes_prior(shape, [box], 0.4, spacing, 0.0)
+    slack, (inside_slack,) = boxes_prior(shape, [box], 0.4, spacing, 7.0)
+    assert np.array_equal(inside, inside_slack) and not slack[~inside].any()
+    assert (slack <= plain + 1e-6).all()  # the slack only lowers the prior, most near the faces
+    assert plain[10, 20, 7] > 0.5 > slack[10, 20, 7] > 0.0  # 1 mm inside a face: lesion only without slack
+    assert slack[10, 20, 14] > 0.5  # 8 mm inside: lesion either way
+
+
+def test_told_slack_recovers_a_loose_box_better_than_no_slack():
+    """A 7 mm box around the sphere: telling the prior the slack brings the mask closer."""
+    image, obj, spacing = _toy()
+    lo, hi = _loose_box(obj, np.array([3, 7, 7]))  # 6-7 mm on every face
+    blind = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu") > 0.5
+    told = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, device="cpu", slack_mm=6.0) > 0.5
+    inside = np.zeros(obj.shape, bool)
+    inside[int(lo[0]) : int(hi[0]), int(lo[1]) : int(hi[1]), int(lo[2]) : int(hi[2])] = True
+    assert dice(told, obj) > 0.95 and dice(told, obj) > dice(blind, obj) + 0.2  # measured 1.0 vs 0.55
+    assert not told[~inside].any()
 
 
 def test_tightening_keeps_the_box_constraint():

@@ -136,6 +136,8 @@ class TestUserData:
         work, _, _ = user_run
         sources = {c: json.loads((work / f"results/boxes/{c}.json").read_text())["source"] for c in ("a0", "a1", "a2", "a3", "t0", "p0")}
         assert sources == {"a0": "table", "a1": "file", "a2": "table", "a3": "label", "t0": "table", "p0": "file"}
+        slack = {c: json.loads((work / f"results/boxes/{c}.json").read_text())["slack_mm"] for c in ("a0", "a1", "a3")}
+        assert slack["a0"] == slack["a1"] == 0.0 and slack["a3"] > 0  # drawn boxes: 0; from a label: the margin
         assert "DICOM series" in (work / "logs/preprocess/a3.log").read_text()
 
     def test_masks_sit_on_each_original_grid(self, user_run):

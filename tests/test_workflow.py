@@ -80,7 +80,8 @@ class TestTinyWorkflow:
         assert (r / "figures/cases/weak/case_00004.png").stat().st_size > 0
         assert (r / "group/predictions/case_00000/model_1.nii.gz").exists()
         assert (tiny_run / "logs/train_final/full.log").exists()
-        assert json.loads((r / "boxes/case_00000.json").read_text())["source"] == "label"
+        record = json.loads((r / "boxes/case_00000.json").read_text())
+        assert record["source"] == "label" and record["slack_mm"] == record["margin_mm"] > 0  # slack_mm null: the margin
         quality = pd.read_csv(r / "label_quality.tsv", sep="\t").set_index("case")
         assert list(quality.index) == [f"case_{i:05d}" for i in range(4)] + ["mean"]
         assert list(quality.columns) == ["box", "pseudo_mask", "group_model_0", "group_model_1", "fusion_mask"]

@@ -15,6 +15,7 @@ run_step(
         box_file=s.input.get("box_file"),
         needs_boxes=s.params.needs_boxes,
         margin_mm=s.params.margin_mm,
+        slack_mm=s.params.slack_mm,
         spacing_mm=s.params.spacing_mm,
         roi_size_mm=s.params.roi_size_mm,
         window_hu=s.params.window_hu,

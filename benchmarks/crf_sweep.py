@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Sweep a small grid of ConvCRF settings and report pseudo-mask DSC where labels exist.
+
+usage: python benchmarks/crf_sweep.py (--kits KITS_DIR --ibsi IBSI_DIR | --load-rois ROIS.npz)
+       --grid KEY=V1,V2 [KEY=V1,V2 ...] --out SWEEP.tsv [--dev-cases 8] [--margins 0 3.5 7]
+       [--slack margin|MM] [--threads 2]
+
+The same ROIs, boxes and slack as ``crf_bench.py``. Every point of the grid (the
+product of the listed values, over config.yaml's ``crf`` and ``pseudo_mask_crf``)
+runs the stage-1 ConvCRF on every case and margin. The first ``--dev-cases`` cases
+of each dataset (sorted by name) are the dev cases that choose; the rest are held
+out and only reported. One row per grid point: its settings, DSC per dataset and
+margin on the dev cases, the dev mean over those cells and the held-out mean;
+sorted best dev mean first. This is how the defaults in config.yaml were chosen
+(README, "ConvCRF").
+
+Example:
+    python benchmarks/crf_sweep.py --load-rois rois.npz --out sweep.tsv \\
+        --grid window_shape=cube,manhattan prior_weight=1,3
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from crf_bench import find_cases, load_rois, prepared_rois
+
+from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
+from boxseg.metrics import dice
+
+
+def parse_grid(items):
+    """KEY=V1,V2 -> {KEY: [V1, V2]} with YAML-typed values."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise SystemExit(f"--grid {item!r}: expected KEY=V1,V2")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def sweep(rois, base: dict, grid: dict, dev_cases: int, slack: str):
+    """Rows (one per grid point) of dev and held-out DSC, best dev mean first."""
+    rois = list(rois)
+    names = {ds: sorted({r[1] for r in rois if r[0] == ds}) for ds in {r[0] for r in rois}}
+    dev = {ds: set(cases[:dev_cases]) for ds, cases in names.items()}
+    rows = []
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values))
+        params = CRFParams.from_dict({**base, **point})
+        scores = []
+        for dataset, case, margin, image, ref, bounds, spacing, _inside in rois:
+            s = float(margin) if slack == "margin" else float(slack)
+            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=s) > 0.5
+            scores.append({"dataset": dataset, "margin_mm": margin, "dev": case in dev[dataset], "dsc": dice(mask, ref)})
+        scores = pd.DataFrame(scores)
+        cells = scores.groupby(["dev", "dataset", "margin_mm"])["dsc"].mean()
+        row = {"point": " ".join(f"{k}={v}" for k, v in point.items())}
+        if True in cells.index.get_level_values(0):
+            row.update({f"dev_{ds}_{m:g}": v for (ds, m), v in cells.loc[True].items()})
+            row["dev_mean"] = cells.loc[True].mean()
+        row["held_mean"] = cells.loc[False].mean() if False in cells.index.get_level_values(0) else np.nan
+        rows.append(row)
+        print(f"{row['point']}: dev {row.get('dev_mean', np.nan):.3f}, held-out {row['held_mean']:.3f}", file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    return table.sort_values("dev_mean" if "dev_mean" in table else "held_mean", ascending=False).reset_index(drop=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kits")
+    ap.add_argument("--ibsi")
+    ap.add_argument("--load-rois", metavar="NPZ", help="ROIs written by crf_bench.py --save-rois")
+    ap.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dev-cases", type=int, default=8, help="cases per dataset that choose (the rest are held out)")
+    ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 3.5, 7.0])
+    ap.add_argument("--slack", default="margin", metavar="margin|MM")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", default=str(ROOT / "config.yaml"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    config = yaml.safe_load(Path(args.config).read_text())
+    base = {**config["crf"], **(config.get("pseudo_mask_crf") or {})}
+    grid = parse_grid(args.grid)
+    CRFParams.from_dict({**base, **{k: v[0] for k, v in grid.items()}})  # unknown keys fail before any work
+    if args.load_rois:
+        rois = list(load_rois(args.load_rois, args.margins))
+    else:
+        cases = find_cases(args.kits, args.ibsi)
+        if not cases:
+            sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
+        rois = list(prepared_rois(cases, args.margins, config["preprocess"]))
+    if not rois:
+        sys.exit("no ROIs to sweep")
+    table = sweep(rois, base, grid, args.dev_cases, args.slack)
+    table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
