@@ -49,6 +49,16 @@ from boxseg.metrics import dice
 DENSECRF_GRID = {"theta_position_mm": [3.0, 8.0], "theta_intensity": [0.05, 0.15], "weight": [3.0, 10.0]}
 
 
+def stage1_settings(config: dict) -> dict:
+    """The workflow's stage-1 ConvCRF settings: ``crf`` with ``pseudo_mask_crf`` over it."""
+    return {**config["crf"], **(config.get("pseudo_mask_crf") or {})}
+
+
+def slack_of(margin, slack: str) -> float:
+    """The slack told to the box prior: the boxes' margin (``"margin"``) or a fixed mm."""
+    return float(margin) if slack == "margin" else float(slack)
+
+
 def find_cases(kits_dir, ibsi_dir):
     cases = []
     if kits_dir:
@@ -171,7 +181,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.crf)}
-    params = CRFParams.from_dict({**config["crf"], **(config.get("pseudo_mask_crf") or {}), **overrides})
+    params = CRFParams.from_dict({**stage1_settings(config), **overrides})
     if args.load_rois:
         rois = list(load_rois(args.load_rois, args.margins))
         if args.max_cases:
@@ -198,7 +208,7 @@ def main(argv=None):
     rows = []
     for dataset, case, margin, image, ref, bounds, spacing, inside in rois:
         r = {"dataset": dataset, "case": case, "margin_mm": margin}
-        slack = float(margin) if args.slack == "margin" else float(args.slack)
+        slack = slack_of(margin, args.slack)
         rows.append({**r, "method": "box", "dsc": dice(inside, ref), "sec": 0.0})
         rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
         for device in args.devices:

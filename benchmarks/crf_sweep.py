@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_bench import find_cases, load_rois, prepared_rois
+from crf_bench import find_cases, load_rois, prepared_rois, slack_of, stage1_settings
 
 from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
 from boxseg.metrics import dice
@@ -62,8 +62,7 @@ def sweep(rois, base: dict, grid: dict, dev_cases: int, slack: str):
         params = CRFParams.from_dict({**base, **point})
         scores = []
         for dataset, case, margin, image, ref, bounds, spacing, _inside in rois:
-            s = float(margin) if slack == "margin" else float(slack)
-            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=s) > 0.5
+            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=slack_of(margin, slack)) > 0.5
             scores.append({"dataset": dataset, "margin_mm": margin, "dev": case in dev[dataset], "dsc": dice(mask, ref)})
         scores = pd.DataFrame(scores)
         cells = scores.groupby(["dev", "dataset", "margin_mm"])["dsc"].mean()
@@ -96,7 +95,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path(args.config).read_text())
-    base = {**config["crf"], **(config.get("pseudo_mask_crf") or {})}
+    base = stage1_settings(config)
     grid = parse_grid(args.grid)
     CRFParams.from_dict({**base, **{k: v[0] for k, v in grid.items()}})  # unknown keys fail before any work
     if args.load_rois:

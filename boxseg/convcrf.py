@@ -289,8 +289,7 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
     params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
     messages = _messages(image, spacing_mm, params, (..., *(slice(0, n) for n in image.shape[-3:])))
-    norm = messages.norm
-    norm_full = _upsample(norm, q.shape[-3:], f) * scale
+    norm_full = _upsample(messages.norm, q.shape[-3:], f) * scale
     for _ in range(params.iterations):
         message = messages(torch.nn.functional.avg_pool3d(q, **pool))
         q = torch.sigmoid(unary_logit + 2.0 * _upsample(message, q.shape[-3:], f) * scale - norm_full) * allowed_f
@@ -302,10 +301,9 @@ def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CR
     the whole region (its sources are every voxel within the window)."""
     messages = _messages(image, spacing_mm, params, core)
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
-    norm = messages.norm
     for _ in range(params.iterations):
         # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
-        q = torch.sigmoid(unary + 2.0 * messages(q) - norm) * allowed_f
+        q = torch.sigmoid(unary + 2.0 * messages(q) - messages.norm) * allowed_f
     return q
 
 
@@ -422,8 +420,7 @@ def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm: float 
     prior = np.zeros(shape, np.float32)
     insides = []
     for lo, hi in boxes:
-        inner = shrink_box(lo, hi, spacing_mm, slack_mm) if slack_mm > 0 else None
-        p, inside = box_prior(shape, lo, hi, softness, inner)
+        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack_mm))
         prior = np.maximum(prior, p)
         insides.append(inside)
     return prior, insides

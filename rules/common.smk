@@ -119,7 +119,8 @@ if {"full", "ccnn", "sdi"} & set(METHODS):
 
 
 def settings(section):
-    """A config section as params, keys sorted: reruns follow values, not key order."""
+    """A config section as params, keys sorted: reruns follow values, not key order.
+    An optional section a user's config leaves out (``pseudo_mask_crf``) is empty."""
     return dict(sorted((config.get(section) or {}).items()))
 
 
