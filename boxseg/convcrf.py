@@ -417,10 +417,15 @@ def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm: float 
     (``shrink_box``; ``spacing_mm`` needed), while the inside mask (where the label may
     be lesion) stays the whole box.
     """
+    return _prior_of_boxes(shape, boxes, [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in boxes], softness)
+
+
+def _prior_of_boxes(shape, boxes, inner, softness: float):
+    """``boxes_prior`` with each box's inner (ellipsoid) box already computed."""
     prior = np.zeros(shape, np.float32)
     insides = []
-    for lo, hi in boxes:
-        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack_mm))
+    for (lo, hi), ellipsoid_box in zip(boxes, inner):
+        p, inside = box_prior(shape, lo, hi, softness, ellipsoid_box)
         prior = np.maximum(prior, p)
         insides.append(inside)
     return prior, insides
@@ -488,12 +493,12 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         >>> mask = prob > 0.5
     """
     image = np.asarray(image, np.float32)
-    prior, insides = boxes_prior(image.shape, boxes, params.prior_softness, spacing_mm, slack_mm)
+    bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
+    inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
+    prior, insides = _prior_of_boxes(image.shape, bounds, inner, params.prior_softness)
     allowed = np.logical_or.reduce(insides) if insides else np.zeros(image.shape, bool)
     if not allowed.any():
         return np.zeros(image.shape, np.float32)
-    bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
-    inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
     params = replace(params, downsample=box_downsample(inner, spacing_mm, params))
     for round_ in range(params.tighten_rounds + 1):
         if round_ > 0:
