@@ -130,12 +130,13 @@ def preprocess_case(
     write_json({"case": case, "source": source, "margin_mm": margin, "slack_mm": slack, "boxes": boxes}, out_boxes)
 
 
-def roi_boxes(boxes_json, geometry_json, roi_image: sitk.Image):
-    """Box bounds (continuous voxel edges, z y x) on the ROI grid."""
+def roi_boxes(boxes: dict, geometry_json, roi_image: sitk.Image):
+    """Box bounds (continuous voxel edges, z y x) on the ROI grid of a case's boxes record
+    (the contents of ``results/boxes/{case}.json``)."""
     from boxseg.preprocess import box_bounds_on_roi
 
     original = reference_from_geometry(read_json(geometry_json)["original"])
-    return box_bounds_on_roi(read_json(boxes_json)["boxes"], original, roi_image)
+    return box_bounds_on_roi(boxes["boxes"], original, roi_image)
 
 
 def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, *, crf_params, threads=1, device="auto"):
@@ -147,10 +148,11 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
 
     configure_torch(threads)
     image, roi = _array(roi_image_path, case)
-    bounds = roi_boxes(boxes_json, geometry_json, roi)
+    record = read_json(boxes_json)
+    bounds = roi_boxes(record, geometry_json, roi)
     if not bounds:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
-    slack = float(read_json(boxes_json).get("slack_mm", 0.0))
+    slack = float(record.get("slack_mm", 0.0))
     prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False), slack_mm=slack)
     regions = np.zeros(image.shape, np.uint8)
     for i, b in enumerate(bounds, start=1):
@@ -282,7 +284,7 @@ def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, g
         model, patch = load_model(model_path, dev)
         preds.append(predict_probability(model, image, patch, dev) > threshold)
         write_image(array_like(preds[-1].astype(np.uint8), roi), out_path)
-    allowed = roi_box_mask(roi_boxes(boxes_json, geometry_json, roi), image.shape)
+    allowed = roi_box_mask(roi_boxes(read_json(boxes_json), geometry_json, roi), image.shape)
     union = fusion_union(pm, preds)
     prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=dev)
     fusion = prob > 0.5
@@ -368,7 +370,7 @@ def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, 
         ref, roi = _array(roi_labels[i], case, np.uint8)
         ref = ref > 0
         row = {"case": case}
-        row["box"] = dice(roi_box_mask(roi_boxes(boxes_jsons[i], geometry_jsons[i], roi), ref.shape), ref)
+        row["box"] = dice(roi_box_mask(roi_boxes(read_json(boxes_jsons[i]), geometry_jsons[i], roi), ref.shape), ref)
         row["pseudo_mask"] = dice(_array(pseudo_masks[i], case, np.uint8)[0] > 0, ref)
         for k, path in enumerate((group_predictions or {}).get(case, [])):
             row[f"group_model_{k}"] = dice(_array(path, case, np.uint8)[0] > 0, ref)
