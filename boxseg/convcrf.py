@@ -139,11 +139,13 @@ def _window_cached(spacing_mm: tuple, params: CRFParams):
 
 @lru_cache(maxsize=4096)
 def _pair_slices(offset, shape):
-    """Index regions A and B = A + offset of every voxel pair (i, i + offset) inside the volume."""
+    """Index regions A and B = A + offset of every voxel pair (i, i + offset) inside the volume;
+    both empty along an axis shorter than the offset (a box thinner than the window)."""
     a, b = [], []
     for d, n in zip(offset, shape):
-        a.append(slice(0, n - d) if d >= 0 else slice(-d, n))
-        b.append(slice(d, n) if d >= 0 else slice(0, n + d))
+        m = max(n - abs(d), 0)  # pairs along this axis (a negative stop would wrap around)
+        a.append(slice(0, m) if d >= 0 else slice(n - m, n))
+        b.append(slice(d, d + m) if d >= 0 else slice(0, m))
     return (..., *a), (..., *b)
 
 
@@ -417,15 +419,10 @@ def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm: float 
     (``shrink_box``; ``spacing_mm`` needed), while the inside mask (where the label may
     be lesion) stays the whole box.
     """
-    return _prior_of_boxes(shape, boxes, [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in boxes], softness)
-
-
-def _prior_of_boxes(shape, boxes, inner, softness: float):
-    """``boxes_prior`` with each box's inner (ellipsoid) box already computed."""
     prior = np.zeros(shape, np.float32)
     insides = []
-    for (lo, hi), ellipsoid_box in zip(boxes, inner):
-        p, inside = box_prior(shape, lo, hi, softness, ellipsoid_box)
+    for lo, hi in boxes:
+        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack_mm))
         prior = np.maximum(prior, p)
         insides.append(inside)
     return prior, insides
@@ -444,12 +441,15 @@ def _select_device(device):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _run_refine(image, prior, allowed, spacing_mm, params, device):
-    """Refine on the bounding region of ``allowed`` plus a background shell."""
+def _run_refine(image, prior, allowed, spacing_mm, params, device, not_background=None):
+    """Refine on the bounding region of ``allowed`` plus a background shell (less
+    ``not_background``: other boxes, whose lesions are no background sample)."""
     pad = [int(np.ceil(params.shell_mm / s)) + params.window_radius_vox for s in spacing_mm]
     region = _crop_around(allowed, pad)
     sub_allowed = allowed[region]
     shell = _shell(sub_allowed, spacing_mm, params.shell_mm)
+    if not_background is not None:
+        shell &= ~not_background[region]
     dev = _select_device(device)
     to = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)
     with torch.no_grad():
@@ -461,13 +461,14 @@ def _run_refine(image, prior, allowed, spacing_mm, params, device):
     return out
 
 
-def box_downsample(bounds, spacing_mm, params: CRFParams) -> int:
-    """The message grid's coarsening factor for these boxes (``downsample_box_mm``):
+def box_downsample(box, spacing_mm, params: CRFParams) -> int:
+    """The message grid's coarsening factor for one box (lo, hi) (``downsample_box_mm``):
     longer-range messages for larger lesions. On 8 + 8 dev cases a short reach served
     tight boxes of small lesions and a long one loose boxes of large lesions (README)."""
-    if params.downsample_box_mm <= 0 or not bounds:
+    if params.downsample_box_mm <= 0:
         return params.downsample
-    side = min(float(np.min((np.asarray(hi) - np.asarray(lo)) * np.asarray(spacing_mm, float))) for lo, hi in bounds)
+    lo, hi = box
+    side = float(np.min((np.asarray(hi) - np.asarray(lo)) * np.asarray(spacing_mm, float)))
     adaptive = min(params.downsample_max, 1 + int(side // params.downsample_box_mm))
     return max(params.downsample, adaptive)
 
@@ -482,11 +483,16 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         slack_mm: how far the boxes are known to lie outside their lesions on every face
             (research mode: the margin they were made with); the prior's ellipsoid is
             inscribed in each box moved in by it, and the message grid is chosen from
-            those inner boxes. 0 = tight boxes. Too large a slack cuts lesions: state a
+            that inner box. 0 = tight boxes. Too large a slack cuts lesions: state a
             lower bound.
 
     Returns:
         (z, y, x) float32 lesion probability; exactly 0 outside every box.
+
+    Each box is refined on its own, one lesion each: its own intensity model, message
+    grid (``box_downsample``) and background shell (less the other boxes); where boxes
+    overlap, the larger probability wins. So a box around a fragment of a few voxels
+    does not put a large lesion beside it on the fine grid.
 
     Example:
         >>> prob = pseudo_mask_from_boxes(img, [((4, 4, 4), (20, 20, 20))], (1.0, 1.0, 1.0))
@@ -495,26 +501,30 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
     image = np.asarray(image, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
     inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
-    prior, insides = _prior_of_boxes(image.shape, bounds, inner, params.prior_softness)
-    allowed = np.logical_or.reduce(insides) if insides else np.zeros(image.shape, bool)
-    if not allowed.any():
-        return np.zeros(image.shape, np.float32)
-    params = replace(params, downsample=box_downsample(inner, spacing_mm, params))
+    priors, insides = zip(*[box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]) if bounds else ((), ())
+    prob = np.zeros(image.shape, np.float32)
+    for i, (box, inner_box, prior, inside) in enumerate(zip(bounds, inner, priors, insides)):
+        if not inside.any():
+            continue
+        others = np.logical_or.reduce([o for j, o in enumerate(insides) if j != i]) if len(insides) > 1 else None
+        prob = np.maximum(prob, _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params, device))
+    return prob
+
+
+def _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params: CRFParams, device):
+    """Stage 1 for one box: its own intensity model and message grid."""
+    params = replace(params, downsample=box_downsample(inner_box, spacing_mm, params))
+    lo, hi = box
     for round_ in range(params.tighten_rounds + 1):
         if round_ > 0:
-            prior = boxes_prior(image.shape, bounds, params.prior_softness)[0]
-        prob = _run_refine(image, prior, allowed, spacing_mm, params, device)
+            prior = box_prior(image.shape, lo, hi, params.prior_softness)[0]
+        prob = _run_refine(image, prior, inside, spacing_mm, params, device, others)
         if round_ < params.tighten_rounds:
-            # A lesion touches every face of its tight box: re-centre each prior on the
+            # A lesion touches every face of its tight box: re-centre the prior on the
             # extent of the current solution inside the box (never beyond the box).
-            tightened = []
-            for (lo, hi), inside in zip(bounds, insides):
-                bb = np.argwhere((prob > 0.5) & inside)
-                if len(bb) == 0:
-                    tightened.append((lo, hi))
-                    continue
-                tightened.append((np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)))
-            bounds = tightened
+            bb = np.argwhere((prob > 0.5) & inside)
+            if len(bb):
+                lo, hi = np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)
     return prob
 
 

@@ -80,24 +80,23 @@ class TestConvCRF:
         assert dice(mask, obj) > 0.88
 
     @pytest.mark.parametrize("shape, power", [("cube", None), ("manhattan", 1), ("ball", 2)])
-    def test_symmetric_pairs_equal_the_plain_window_sum(self, shape, power):
+    @pytest.mark.parametrize("size, r", [((7, 9, 8), 2), ((2, 3, 6), 3)])  # the second thinner than the window
+    def test_symmetric_pairs_equal_the_plain_window_sum(self, shape, power, size, r):
         """The pairwise message equals the direct sum over every offset of the window's
-        shape (no self term)."""
+        shape (no self term), also on a volume thinner than the window along an axis."""
         rng = np.random.default_rng(3)
         spacing = (2.0, 1.0, 1.5)
-        params = CRFParams(window_radius_vox=2, window_shape=shape)
-        q = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
-        image = torch.from_numpy(rng.random((1, 1, 7, 9, 8)).astype(np.float32))
+        params = CRFParams(window_radius_vox=r, window_shape=shape, theta_appearance_mm=6.0)
+        q = torch.from_numpy(rng.random((1, 1, *size)).astype(np.float32))
+        image = torch.from_numpy(rng.random((1, 1, *size)).astype(np.float32))
         message, norm = pairwise_message(q, image, torch.ones_like(q), spacing, params)
-        z, y, x = q.shape[-3:]
-        expected_m, expected_n = np.zeros((z, y, x)), np.zeros((z, y, x))
+        expected_m, expected_n = np.zeros(size), np.zeros(size)
         qa, ia = q[0, 0].numpy(), image[0, 0].numpy()
-        r = 2
-        for i in np.ndindex(z, y, x):
+        for i in np.ndindex(*size):
             for d in np.ndindex(2 * r + 1, 2 * r + 1, 2 * r + 1):
                 d = np.array(d) - r
                 j = np.array(i) + d
-                if not d.any() or np.any(j < 0) or np.any(j >= (z, y, x)):
+                if not d.any() or np.any(j < 0) or np.any(j >= size):
                     continue
                 if power and np.sum((np.abs(d) / r) ** power) > 1:
                     continue
@@ -108,6 +107,23 @@ class TestConvCRF:
                 expected_n[i] += k
         assert np.allclose(message[0, 0].numpy(), expected_m, rtol=1e-4, atol=1e-5)
         assert np.allclose(norm[0, 0].numpy(), expected_n, rtol=1e-4, atol=1e-5)
+
+    @pytest.mark.parametrize("kernel_cache_mb", [512.0, 0.0])  # kernels kept, recomputed
+    def test_a_box_thinner_than_the_window(self, kernel_cache_mb):
+        """A box two voxels thick (a thin lesion; a fragment of a few voxels) once failed
+        with a shape mismatch: the window's offsets are longer than the box."""
+        rng = np.random.default_rng(4)
+        shape = (20, 30, 30)
+        image = np.full(shape, 0.3, np.float32) + rng.normal(0, 0.02, shape).astype(np.float32)
+        image[10:12, 12:18, 12:18] = 0.6  # a slab two voxels thick
+        lo, hi = np.array([10.0, 10.0, 10.0]), np.array([12.0, 20.0, 20.0])
+        params = CRFParams(window_radius_vox=3, kernel_cache_mb=kernel_cache_mb)
+        prob = pseudo_mask_from_boxes(image, [(lo, hi)], (2.0, 2.0, 2.0), params, device="cpu")
+        _, inside = box_prior(shape, lo, hi, 0.25)
+        assert prob[~inside].max() == 0.0
+        slab = np.zeros(shape, bool)
+        slab[10:12, 12:18, 12:18] = True
+        assert dice(prob > 0.5, slab) > 0.7
 
     def test_outside_the_box_stays_background(self):
         image, obj, spacing = _toy()
@@ -205,20 +221,42 @@ def test_tightening_keeps_the_box_constraint():
 
 
 def test_larger_boxes_get_a_coarser_message_grid():
-    box = lambda side: [(np.zeros(3), np.array([side / 2.0, 50.0, 50.0]))]  # voxels of 2 mm: side in mm
+    box = lambda side: (np.zeros(3), np.array([side / 2.0, 50.0, 50.0]))  # voxels of 2 mm: side in mm
     params = CRFParams(downsample_box_mm=40.0, downsample_max=3)
     assert [box_downsample(box(s), (2.0, 2.0, 2.0), params) for s in (20, 39.9, 40, 79.9, 80, 300)] == [1, 1, 2, 2, 3, 3]
     assert box_downsample(box(300), (2.0, 2.0, 2.0), CRFParams(downsample_box_mm=0.0)) == 1
     assert box_downsample(box(20), (2.0, 2.0, 2.0), replace(params, downsample=2)) == 2  # never below downsample
-    assert box_downsample(box(300) + box(20), (2.0, 2.0, 2.0), params) == 1  # the smallest box decides
     # a 44 mm lesion in a loose box (f = 2): still recovered, nothing outside the box
     rng = np.random.default_rng(0)
     spacing = (2.0, 2.0, 2.0)
     obj = sphere((40, 40, 40), (20, 20, 20), 22.0, spacing)
     image = np.where(obj, 0.6, 0.3).astype(np.float32) + rng.normal(0, 0.03, obj.shape).astype(np.float32)
     lo, hi = _loose_box(obj, np.array([2, 2, 2]))
-    assert box_downsample([(lo, hi)], spacing, params) == 2
+    assert box_downsample((lo, hi), spacing, params) == 2
     prob = pseudo_mask_from_boxes(image, [(lo, hi)], spacing, params, device="cpu")
     _, inside = box_prior(image.shape, lo, hi, 0.25)
     assert prob[~inside].max() == 0.0
     assert dice(prob > 0.5, obj) > 0.9
+
+
+def test_each_box_is_refined_on_its_own():
+    """A box around a fragment of a few voxels beside a large lesion (KiTS19 labels have
+    such fragments) leaves the large lesion's mask as it is alone: each box has its own
+    message grid (here f = 2 for the large box, 1 for the fragment's), intensity model
+    and background shell. Once the smallest box chose one grid for the whole case."""
+    rng = np.random.default_rng(0)
+    spacing = (2.0, 2.0, 2.0)
+    shape = (40, 40, 60)
+    obj = sphere(shape, (20, 20, 20), 22.0, spacing)
+    image = np.where(obj, 0.6, 0.3).astype(np.float32) + rng.normal(0, 0.03, shape).astype(np.float32)
+    image[20, 20, 52] = 0.6  # a one-voxel fragment
+    big = _loose_box(obj, np.array([2, 2, 2]))
+    tiny = (np.array([19.6, 19.7, 51.8]), np.array([20.4, 20.5, 52.6]))
+    params = CRFParams(downsample_box_mm=40.0, downsample_max=3)
+    assert [box_downsample(b, spacing, params) for b in (big, tiny)] == [2, 1]
+    alone = pseudo_mask_from_boxes(image, [big], spacing, params, device="cpu")
+    both = pseudo_mask_from_boxes(image, [big, tiny], spacing, params, device="cpu")
+    _, inside_big = box_prior(shape, *big, 0.25)
+    _, inside_tiny = box_prior(shape, *tiny, 0.25)
+    np.testing.assert_array_equal(both[inside_big], alone[inside_big])
+    assert both[~(inside_big | inside_tiny)].max() == 0.0
