@@ -501,13 +501,15 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
     image = np.asarray(image, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
     inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
-    priors, insides = zip(*[box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]) if bounds else ((), ())
+    priors = [box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]
+    covered = np.zeros(image.shape, np.int32)  # how many boxes hold each voxel
+    for _, inside in priors:
+        covered += inside
     prob = np.zeros(image.shape, np.float32)
-    for i, (box, inner_box, prior, inside) in enumerate(zip(bounds, inner, priors, insides)):
-        if not inside.any():
-            continue
-        others = np.logical_or.reduce([o for j, o in enumerate(insides) if j != i]) if len(insides) > 1 else None
-        prob = np.maximum(prob, _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params, device))
+    for box, inner_box, (prior, inside) in zip(bounds, inner, priors):
+        if inside.any():
+            others = covered > inside  # inside another box
+            prob = np.maximum(prob, _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params, device))
     return prob
 
 
