@@ -7,18 +7,25 @@ voxel weight map of stage 2. With V = 1 both are the same.
 
 Training is resumable: a checkpoint (model, optimiser, schedule, random
 states, step, loss history) is written atomically every ``checkpoint_every``
-steps and picked up when the job starts again.
+steps and picked up when the job starts again, if it was written for the same
+settings and training data (a fingerprint of both); otherwise training starts
+afresh.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from boxseg.atomic import atomic_write, write_text
+
+log = logging.getLogger("boxseg")
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,8 @@ def train(
         voxel_weights: list of (z, y, x) weight maps for VWCE, or None for WCE.
         size_targets: list of (z, y, x) true lesion masks whose volume per patch the size loss
             uses (settings.size_loss_weight > 0), or None.
-        checkpoint_path: resumable checkpoint; resumed from when present.
+        checkpoint_path: resumable checkpoint; resumed from when present and written for these
+            settings and this training data, else ignored (and replaced at the next checkpoint).
         stop_after: stop (without writing the model) after this many steps in total;
             used to test resumption.
 
@@ -218,8 +226,15 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings))
     step, history, epoch_losses = 0, [], []
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    fingerprint = _fingerprint(settings, images, targets, voxel_weights, size_targets) if checkpoint_path else None
+    state = None
     if checkpoint_path and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            log.warning("%s was written for other settings or training data: training from step 0", checkpoint_path)
+            state = None
+    if state is not None:
+        log.info("resuming from step %d of %d (%s)", int(state["step"]), settings.steps, checkpoint_path)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -277,6 +292,7 @@ def train(
                     "step": step,
                     "history": history,
                     "epoch_losses": epoch_losses,
+                    "fingerprint": fingerprint,
                 },
                 checkpoint_path,
             )
@@ -288,6 +304,18 @@ def train(
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)
     return model
+
+
+def _fingerprint(settings: TrainSettings, *arrays) -> str:
+    """What a checkpoint must have been written for to be resumed: the settings and every
+    training array (images, targets, weight maps, size targets), by content."""
+    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=list).encode())
+    for group in arrays:
+        for array in group if group is not None else ():
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.shape}{array.dtype.str}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def save_model(model, settings: TrainSettings, path) -> None:

@@ -64,6 +64,27 @@ class TestTraining:
         assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
         assert not ckpt.exists()
 
+    @pytest.mark.parametrize("change", ["settings", "data"])
+    def test_a_checkpoint_of_other_settings_or_data_is_not_resumed(self, tmp_path, change):
+        # A job killed mid-way, then rerun after its hyperparameters or training labels changed,
+        # must not continue the old run: it trains afresh, as a run without a checkpoint.
+        images, targets = _data()
+        settings = TrainSettings(**TINY)
+        torch.use_deterministic_algorithms(True)
+        ckpt = tmp_path / "ckpt.pt"
+        train(images, targets, settings, tmp_path / "old.pt", tmp_path / "old.tsv", checkpoint_path=ckpt, stop_after=4)
+        assert ckpt.exists()
+        if change == "settings":
+            settings = TrainSettings(**{**TINY, "learning_rate": 0.01})
+        else:
+            targets = [targets[0], np.roll(targets[1], 1, axis=2)]
+        fresh = train(images, targets, settings, tmp_path / "a.pt", tmp_path / "a.tsv")
+        rerun = train(images, targets, settings, tmp_path / "b.pt", tmp_path / "b.tsv", checkpoint_path=ckpt)
+        for (name, a), (_, b) in zip(fresh.state_dict().items(), rerun.state_dict().items()):
+            assert torch.equal(a, b), name
+        assert (tmp_path / "a.tsv").read_text() == (tmp_path / "b.tsv").read_text()
+        assert not ckpt.exists()
+
     def test_patch_size_must_fit_levels(self):
         with pytest.raises(ValueError, match="multiples of 4"):
             TrainSettings(patch_size=(10, 16, 16), features=(4, 8, 16))
