@@ -233,18 +233,29 @@ def train_model(training_set, out_model, out_loss, *, settings, threads=1, devic
 def _train_sdi(images, initial, boxes, settings, rounds, out_model, out_loss, device, checkpoint):
     """Recursive SDI training: round r trains a fresh 2D UNet (steps / rounds steps) on the
     current labels, then relabels the training slices for round r + 1. Finished rounds are
-    kept beside the checkpoint, so a restarted job resumes at the round it was in."""
+    kept beside the checkpoint with a fingerprint of the job (settings, rounds, images, initial
+    labels, boxes), so a restarted job resumes at the round it was in, and only when nothing
+    it trains on has changed; otherwise the kept rounds are dropped and it starts again."""
     from dataclasses import replace
     from pathlib import Path
 
     import pandas as pd
 
     from boxseg.baselines import sdi_relabel
-    from boxseg.training import load_model, predict_probability, train
+    from boxseg.training import _fingerprint, load_model, predict_probability, train
 
     labels = [t.copy() for t in initial]
     steps = max(1, settings.steps // rounds)
     base = Path(checkpoint) if checkpoint else Path(out_model).with_suffix(".ckpt")
+    kept = base.with_name(f"{base.name}.rounds")
+    fingerprint = _fingerprint(settings, images, initial, [np.asarray(b, np.int64) for b in boxes], [np.asarray([rounds])])
+    if not kept.exists() or kept.read_text() != fingerprint:
+        stale = [p for p in sorted(base.parent.glob(f"{base.name}.round*")) if p != kept]
+        if stale:
+            log.warning("%s: kept SDI rounds were written for other settings or training data: training from round 0", base)
+        for p in stale:
+            p.unlink()
+        write_text(fingerprint, kept)
     logs = []
     for r in range(rounds):
         round_model, round_loss = base.with_name(f"{base.name}.round{r}.pt"), base.with_name(f"{base.name}.round{r}.tsv")
@@ -264,6 +275,7 @@ def _train_sdi(images, initial, boxes, settings, rounds, out_model, out_loss, de
         base.with_name(f"{base.name}.round{r}.pt").unlink(missing_ok=True)
     for r in range(rounds):
         base.with_name(f"{base.name}.round{r}.tsv").unlink(missing_ok=True)
+    kept.unlink(missing_ok=True)
 
 
 def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, geometry_json, out_predictions, out_fusion, out_weight, *, crf_params, threads=1, device="auto", threshold=0.5):

@@ -1,6 +1,7 @@
 """Constrained-CNN baseline: scribbles, partial cross-entropy, size loss."""
 
 import numpy as np
+import pytest
 import torch
 
 from boxseg.baselines import IGNORE, scribbles_from_label
@@ -104,3 +105,49 @@ class TestSDI:
         model, patch = load_model(tmp_path / "m.pt")
         prob = predict_probability(model, image, patch, flip_tta=True)
         assert prob.shape == image.shape and dice(prob > 0.5, lesion) > 0.5
+
+    @pytest.mark.parametrize("change", ["none", "settings", "data"])
+    def test_kept_rounds_are_reused_only_for_the_same_settings_and_data(self, tmp_path, monkeypatch, change):
+        """An SDI job killed after round 0 keeps that round's model; its rerun reuses it only
+        when nothing it trains on changed, and then ends exactly as a run from scratch."""
+        from dataclasses import replace
+
+        from boxseg import baselines, pipeline, training
+        from boxseg.baselines import sdi_initial_labels, slice_boxes
+
+        image, lesion = self._case()
+        spacing = (2.0, 1.0, 1.0)
+        boxes = slice_boxes(lesion, spacing, margin_mm=2.0)
+        initial = sdi_initial_labels(image, boxes, spacing, device="cpu").astype(np.int64)
+        settings = TrainSettings(steps=16, batch_size=2, patch_size=(1, 16, 16), features=(4, 8), learning_rate=0.01,
+                                 decay_rate=0.5, decay_steps=16, class_weights=(0.2, 1.0), seed=0, steps_per_epoch=4,
+                                 checkpoint_every=4, intensity_jitter=0.0, spatial_dims=2)
+        killed_settings = replace(settings, learning_rate=0.05) if change == "settings" else settings
+        killed_initial = np.where(lesion & (initial == IGNORE), 1, initial) if change == "data" else initial
+        assert change != "data" or not np.array_equal(killed_initial, initial)
+
+        def run(directory, settings, initial):
+            directory.mkdir(exist_ok=True)
+            pipeline._train_sdi([image], [initial], [boxes], settings, 2, directory / "m.pt", directory / "l.tsv", "cpu", directory / "ckpt.pt")
+            return training.load_model(directory / "m.pt")[0].state_dict()
+
+        class Killed(Exception):
+            pass
+
+        def kill(*args, **kwargs):
+            raise Killed
+
+        with monkeypatch.context() as patch:  # killed between round 0 and round 1
+            patch.setattr(baselines, "sdi_relabel", kill)
+            with pytest.raises(Killed):
+                run(tmp_path / "rerun", killed_settings, killed_initial)
+        assert (tmp_path / "rerun" / "ckpt.pt.round0.pt").exists()
+        calls = []
+        real_train = training.train
+        monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+        rerun = run(tmp_path / "rerun", settings, initial)
+        assert len(calls) == (1 if change == "none" else 2)  # round 0 reused only when unchanged
+        monkeypatch.setattr(training, "train", real_train)
+        fresh = run(tmp_path / "fresh", settings, initial)
+        assert rerun.keys() == fresh.keys() and all(torch.equal(rerun[k], fresh[k]) for k in fresh)
+        assert sorted(p.name for p in (tmp_path / "rerun").iterdir()) == ["l.tsv", "m.pt"]
