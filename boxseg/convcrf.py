@@ -63,9 +63,9 @@ class CRFParams:
             with the lesion, f = max(downsample, min(downsample_max, 1 + floor(s /
             downsample_box_mm))), s the shortest side in mm of the box (each box is refined
             on its own, ``pseudo_mask_from_boxes``), so a larger box gets blurred, somewhat
-            longer-range messages on a coarser grid (the
-            same physical window rounded up to whole coarse voxels, each averaging f^3
-            voxels). 0 = off (always ``downsample``). Not used by ``refine_mask`` (no boxes there).
+            longer-range messages on a coarser grid (the same physical window rounded up to
+            whole coarse voxels, each averaging f^3 voxels). 0 = off (always ``downsample``).
+            Not used by ``refine_mask`` (no boxes there).
         downsample_max: the largest factor ``downsample_box_mm`` may choose.
         kernel_cache_mb: the kernels of the window's offset pairs are kept across mean-field
             iterations when they take at most this many MiB (half the window times the voxels
