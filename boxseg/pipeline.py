@@ -249,8 +249,11 @@ def _train_sdi(images, initial, boxes, settings, rounds, out_model, out_loss, de
     base = Path(checkpoint) if checkpoint else Path(out_model).with_suffix(".ckpt")
     kept = base.with_name(f"{base.name}.rounds")
     fingerprint = _fingerprint(settings, images, initial, [np.asarray(b, np.int64) for b in boxes], [np.asarray([rounds])])
+    def round_files():  # every file of this job's rounds: models, loss logs, checkpoints, the fingerprint
+        return sorted(base.parent.glob(f"{base.name}.round*"))
+
     if not kept.exists() or kept.read_text() != fingerprint:
-        stale = [p for p in sorted(base.parent.glob(f"{base.name}.round*")) if p != kept]
+        stale = [p for p in round_files() if p != kept]
         if stale:
             log.warning("%s: kept SDI rounds were written for other settings or training data: training from round 0", base)
         for p in stale:
@@ -271,11 +274,8 @@ def _train_sdi(images, initial, boxes, settings, rounds, out_model, out_loss, de
             log.info("SDI round %d: relabelled %d lesion voxels", r + 1, int(sum((lab == 1).sum() for lab in labels)))
     os.replace(round_model, out_model)
     write_text(pd.concat(logs, ignore_index=True).to_csv(sep="\t", index=False, float_format="%.6g"), out_loss)
-    for r in range(rounds - 1):
-        base.with_name(f"{base.name}.round{r}.pt").unlink(missing_ok=True)
-    for r in range(rounds):
-        base.with_name(f"{base.name}.round{r}.tsv").unlink(missing_ok=True)
-    kept.unlink(missing_ok=True)
+    for p in round_files():
+        p.unlink()
 
 
 def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, geometry_json, out_predictions, out_fusion, out_weight, *, crf_params, threads=1, device="auto", threshold=0.5):
