@@ -16,8 +16,9 @@ lattice) with the same box-prior unary, the best of a small parameter grid
 (chosen on the same data, per dataset and margin: favourable to it);
 ``convcrf`` runs with config.yaml's stage-1 defaults (``crf`` and ``pseudo_mask_crf``). Both CRFs' box prior is told the
 boxes' slack as the workflow tells it in research mode (``--slack margin``, the
-default: the margin the boxes were made with); ``--slack 0`` scores the prior
-that assumes tight boxes, a number any fixed slack. sec_per_case times the CRF call
+default: each face's own margin as the box was drawn, i.e. the margin rounded to
+whole voxels per axis of the image); ``--slack 0`` scores the prior that assumes
+tight boxes, a number that slack on every face. sec_per_case times the CRF call
 alone (for densecrf: one grid point). Writes one row per (dataset, margin_mm,
 method) and prints the table.
 
@@ -54,9 +55,10 @@ def stage1_settings(config: dict) -> dict:
     return {**config["crf"], **(config.get("pseudo_mask_crf") or {})}
 
 
-def slack_of(margin, slack: str) -> float:
-    """The slack told to the box prior: the boxes' margin (``"margin"``) or a fixed mm."""
-    return float(margin) if slack == "margin" else float(slack)
+def slack_of(drawn, slack: str):
+    """The slack told to the box prior: each box's faces as drawn (``"margin"``; ``drawn``,
+    one entry per box as ``boxes.face_slack`` gives it) or a fixed mm on every face."""
+    return drawn if slack == "margin" else float(slack)
 
 
 def find_cases(kits_dir, ibsi_dir):
@@ -75,6 +77,7 @@ def find_cases(kits_dir, ibsi_dir):
 def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     import SimpleITK as sitk
 
+    from boxseg.boxes import face_slack
     from boxseg.preprocess import box_bounds_on_roi, crop_roi, load_case, make_boxes, roi_box_mask
 
     image, label = load_case(case, image_path, label_path)
@@ -85,14 +88,16 @@ def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     extent_mm = (hi - lo + 1) * np.asarray(image.GetSpacing()[::-1]) + 48.0
     roi, roi_label, _ = crop_roi(case, image, label, boxes, spacing_mm=prep["spacing_mm"], roi_size_mm=extent_mm,
                                  window_hu=prep["window_hu"], tumor_values=tumor, organ_values=())
-    bounds = box_bounds_on_roi(boxes, image, roi)
+    kept = [(b, r) for r in boxes for b in box_bounds_on_roi([r], image, roi)]
+    bounds, drawn = [b for b, _ in kept], [face_slack(r) for _, r in kept]
     spacing = tuple(float(s) for s in roi.GetSpacing()[::-1])
     image = sitk.GetArrayFromImage(roi).astype(np.float32)
-    return image, sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing, roi_box_mask(bounds, image.shape)
+    return image, sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing, roi_box_mask(bounds, image.shape), drawn
 
 
 def prepared_rois(cases, margins, prep):
-    """(dataset, case, margin, image, ref, bounds, spacing, inside) for every case and margin."""
+    """(dataset, case, margin, image, ref, bounds, spacing, inside, drawn) for every case and
+    margin; ``drawn``: each box's face slack (``boxes.face_slack``)."""
     for dataset, case, image_path, label_path, tumor in cases:
         for margin in margins:
             yield (dataset, case, margin, *prepare(case, image_path, label_path, tumor, margin, prep))
@@ -104,7 +109,7 @@ def save_rois(path, rois, reach_vox: int):
     reads nothing beyond its shell and window, so its result is unchanged); the rest of the
     ROI reads back as zeros, which DenseCRF then sees (its timing, not its DSC, is comparable)."""
     arrays, meta = {}, []
-    for i, (dataset, case, margin, image, ref, bounds, spacing, inside) in enumerate(rois):
+    for i, (dataset, case, margin, image, ref, bounds, spacing, inside, drawn) in enumerate(rois):
         idx = np.argwhere(inside)
         lo = np.maximum(idx.min(0) - reach_vox, 0)
         hi = np.minimum(idx.max(0) + reach_vox + 1, image.shape)
@@ -112,7 +117,8 @@ def save_rois(path, rois, reach_vox: int):
         arrays[f"ref{i}"], arrays[f"inside{i}"] = np.packbits(ref), np.packbits(inside)
         meta.append({"dataset": dataset, "case": case, "margin": margin, "spacing": list(spacing),
                      "shape": list(image.shape), "offset": lo.tolist(),
-                     "bounds": [[list(map(float, lo)), list(map(float, hi))] for lo, hi in bounds]})
+                     "bounds": [[list(map(float, lo)), list(map(float, hi))] for lo, hi in bounds],
+                     "drawn": [d if np.ndim(d) == 0 else [list(map(float, f)) for f in d] for d in drawn]})
     np.savez_compressed(path, meta=np.array(yaml.safe_dump(meta)), **arrays)
     return len(meta)
 
@@ -128,7 +134,8 @@ def load_rois(path, margins):
         image[tuple(slice(o, o + c) for o, c in zip(m["offset"], crop.shape))] = crop
         ref, inside = (np.unpackbits(data[f"{k}{i}"], count=n).reshape(shape).astype(bool) for k in ("ref", "inside"))
         bounds = [(np.asarray(lo), np.asarray(hi)) for lo, hi in m["bounds"]]
-        yield m["dataset"], m["case"], m["margin"], image, ref, bounds, tuple(m["spacing"]), inside
+        drawn = m.get("drawn", [float(m["margin"])] * len(bounds))  # ROIs saved before per-face slack
+        yield m["dataset"], m["case"], m["margin"], image, ref, bounds, tuple(m["spacing"]), inside, drawn
 
 
 def ellipsoid_mask(shape, bounds):
@@ -167,7 +174,7 @@ def main(argv=None):
     ap.add_argument("--crf", nargs="*", default=[], metavar="KEY=VALUE", help="override ConvCRF settings (exploration)")
     ap.add_argument("--slack", default="margin", metavar="margin|MM",
                     help="the boxes' slack told to the box prior of ConvCRF and DenseCRF alike: 'margin' (the "
-                         "margin the boxes were made with, as the workflow does in research mode) or a fixed mm")
+                         "margin each face was drawn with, as the workflow does in research mode) or a fixed mm")
     ap.add_argument("--no-densecrf", action="store_true", help="skip the DenseCRF grid")
     ap.add_argument("--devices", nargs="+", default=["cpu"], help="ConvCRF devices timed side by side (cpu, cuda)")
     ap.add_argument("--save-rois", metavar="NPZ", help="write the prepared ROIs and stop")
@@ -206,9 +213,9 @@ def main(argv=None):
     warmed = set()
     grid = [] if args.no_densecrf else [dict(zip(DENSECRF_GRID, v)) for v in itertools.product(*DENSECRF_GRID.values())]
     rows = []
-    for dataset, case, margin, image, ref, bounds, spacing, inside in rois:
+    for dataset, case, margin, image, ref, bounds, spacing, inside, drawn in rois:
         r = {"dataset": dataset, "case": case, "margin_mm": margin}
-        slack = slack_of(margin, args.slack)
+        slack = slack_of(drawn, args.slack)
         rows.append({**r, "method": "box", "dsc": dice(inside, ref), "sec": 0.0})
         rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
         for device in args.devices:

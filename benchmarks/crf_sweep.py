@@ -61,8 +61,8 @@ def sweep(rois, base: dict, grid: dict, dev_cases: int, slack: str):
         point = dict(zip(grid, values))
         params = CRFParams.from_dict({**base, **point})
         scores = []
-        for dataset, case, margin, image, ref, bounds, spacing, _inside in rois:
-            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=slack_of(margin, slack)) > 0.5
+        for dataset, case, margin, image, ref, bounds, spacing, _inside, drawn in rois:
+            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=slack_of(drawn, slack)) > 0.5
             scores.append({"dataset": dataset, "margin_mm": margin, "dev": case in dev[dataset], "dsc": dice(mask, ref)})
         scores = pd.DataFrame(scores)
         cells = scores.groupby(["dev", "dataset", "margin_mm"])["dsc"].mean()

@@ -63,6 +63,26 @@ def box_records(boxes, image: sitk.Image):
     return records
 
 
+def with_face_slack(records, tight, spacing_mm):
+    """Label box records (research mode) with the slack each face was drawn with:
+    ``slack_mm_lo`` / ``slack_mm_hi``, per axis (z, y, x) in mm, the margin rounded to whole
+    voxels per axis less any clipping at the image's edge. ``tight``: the same lesions'
+    boxes without margin (``boxes_from_label`` at 0 mm), in the same order."""
+    spacing = np.asarray(spacing_mm, float)
+    for r, (t_lo, t_hi) in zip(records, tight, strict=True):
+        r["slack_mm_lo"] = np.round((np.asarray(t_lo) - r["index_lo"]) * spacing, 4).tolist()
+        r["slack_mm_hi"] = np.round((np.asarray(r["index_hi"]) - t_hi) * spacing, 4).tolist()
+    return records
+
+
+def face_slack(record):
+    """The (lower, upper) per-axis slack in mm a box record was drawn with (``with_face_slack``),
+    or 0.0 where it is not known (boxes drawn by users)."""
+    if "slack_mm_lo" not in record:
+        return 0.0
+    return record["slack_mm_lo"], record["slack_mm_hi"]
+
+
 def box_mask(records, image: sitk.Image) -> np.ndarray:
     """(z, y, x) uint8 map of box lesion ids on the records' own (original) grid."""
     out = np.zeros(image.GetSize()[::-1], np.uint8)

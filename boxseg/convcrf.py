@@ -402,28 +402,50 @@ def box_prior(shape, box_lo, box_hi, softness: float, inner=None):
     return np.where(inside, prior, 0.0).astype(np.float32), inside
 
 
-def shrink_box(lo, hi, spacing_mm, slack_mm: float):
-    """The box moved in by ``slack_mm`` on every face (per axis in voxels of ``spacing_mm``),
-    never below one voxel, nor past its centre: where a box drawn with that much slack
-    says the lesion's own extent is."""
+def shrink_box(lo, hi, spacing_mm, slack_mm):
+    """The box moved in by its slack (per axis in voxels of ``spacing_mm``), never below one
+    voxel, nor past its centre: where a box drawn with that much slack says the lesion's own
+    extent is.
+
+    ``slack_mm`` is one number for every face, or a pair (lower faces, upper faces) of
+    per-axis (z, y, x) mm: the slack each face was drawn with (``face_slack``).
+    """
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    if slack_mm <= 0:
+    if np.ndim(slack_mm) == 0:
+        s_lo = s_hi = np.full(lo.shape, float(slack_mm))
+    else:
+        s_lo, s_hi = (np.asarray(s, float) for s in slack_mm)
+    spacing = np.asarray(spacing_mm, float)
+    d_lo, d_hi = np.maximum(s_lo / spacing, 0.0), np.maximum(s_hi / spacing, 0.0)
+    if not (d_lo.any() or d_hi.any()):
         return lo, hi
-    d = np.minimum(slack_mm / np.asarray(spacing_mm, float), np.maximum((hi - lo - 1.0) / 2.0, 0.0))
-    return lo + d, hi - d
+    room = np.maximum(hi - lo - 1.0, 0.0)
+    scale = np.minimum(1.0, room / np.maximum(d_lo + d_hi, 1e-9))  # both faces give way alike
+    return lo + d_lo * scale, hi - d_hi * scale
 
 
-def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm: float = 0.0):
+def per_box_slack(slack_mm, n_boxes: int) -> list:
+    """``slack_mm`` for each of ``n_boxes`` boxes: one number for all, or a list with one entry
+    per box (each a number or a (lower, upper) pair of per-axis mm; ``shrink_box``)."""
+    if np.ndim(slack_mm) == 0:
+        return [float(slack_mm)] * n_boxes
+    slack = list(slack_mm)
+    if len(slack) != n_boxes:
+        raise ValueError(f"slack_mm: {len(slack)} entries for {n_boxes} boxes")
+    return slack
+
+
+def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm=0.0):
     """Prior of several boxes (voxel-wise maximum of ``box_prior``) and each box's inside mask.
 
-    With ``slack_mm`` > 0 each ellipsoid is inscribed in its box moved in by that slack
-    (``shrink_box``; ``spacing_mm`` needed), while the inside mask (where the label may
-    be lesion) stays the whole box.
+    With a slack (``slack_mm``, as in ``per_box_slack``) each ellipsoid is inscribed in its
+    box moved in by it (``shrink_box``; ``spacing_mm`` needed), while the inside mask
+    (where the label may be lesion) stays the whole box.
     """
     prior = np.zeros(shape, np.float32)
     insides = []
-    for lo, hi in boxes:
-        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack_mm))
+    for (lo, hi), slack in zip(boxes, per_box_slack(slack_mm, len(boxes))):
+        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack))
         prior = np.maximum(prior, p)
         insides.append(inside)
     return prior, insides
@@ -474,18 +496,19 @@ def box_downsample(box, spacing_mm, params: CRFParams) -> int:
     return max(params.downsample, adaptive)
 
 
-def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None, slack_mm: float = 0.0):
+def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None, slack_mm=0.0):
     """Stage 1: lesion probability from one or more boxes.
 
     Args:
         image: (z, y, x) float array, intensities in [0, 1].
         boxes: list of (lo, hi) continuous voxel-edge bounds (z, y, x) on this grid.
         spacing_mm: voxel spacing (z, y, x).
-        slack_mm: how far the boxes are known to lie outside their lesions on every face
-            (research mode: the margin they were made with); the prior's ellipsoid is
-            inscribed in each box moved in by it, and the message grid is chosen from
-            that inner box. 0 = tight boxes. Too large a slack cuts lesions: state a
-            lower bound.
+        slack_mm: how far the boxes are known to lie outside their lesions: one number for
+            every face of every box, or per box a number or a (lower, upper) pair of
+            per-axis mm (research mode: each face's own margin as drawn, ``face_slack``).
+            The prior's ellipsoid is inscribed in each box moved in by it, and the
+            message grid is chosen from that inner box. 0 = tight boxes. Too large a
+            slack cuts lesions: state a lower bound.
 
     Returns:
         (z, y, x) float32 lesion probability; exactly 0 outside every box.
@@ -501,7 +524,7 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
     """
     image = np.asarray(image, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
-    inner = [shrink_box(lo, hi, spacing_mm, slack_mm) for lo, hi in bounds]
+    inner = [shrink_box(lo, hi, spacing_mm, s) for (lo, hi), s in zip(bounds, per_box_slack(slack_mm, len(bounds)))]
     priors = [box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]
     covered = np.zeros(image.shape, np.int32)  # how many boxes hold each voxel
     for _, inside in priors:

@@ -93,8 +93,9 @@ def preprocess_case(
 
     Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
     cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
-    The boxes' slack for the ConvCRF prior is ``slack_mm``, or when None the margin of
-    boxes made from a label and 0 for drawn boxes.
+    The boxes' slack for the ConvCRF prior is ``slack_mm`` on every face, or when None each
+    face's own margin as drawn for boxes made from a label (``with_face_slack``) and 0 for
+    drawn boxes.
     """
     from boxseg.preprocess import crop_roi, lesion_on_grid, load_case
 
@@ -126,7 +127,7 @@ def preprocess_case(
     write_json(geometry, out_geometry)
     write_image(roi_image, out_image)
     margin = float(margin_mm) if source == "label" else 0.0
-    slack = margin if slack_mm is None else float(slack_mm)
+    slack = None if slack_mm is None else float(slack_mm)  # None: each box's face slack (boxes.face_slack)
     write_json({"case": case, "source": source, "margin_mm": margin, "slack_mm": slack, "boxes": boxes}, out_boxes)
 
 
@@ -141,24 +142,29 @@ def roi_boxes(boxes: dict, geometry_json, roi_image: sitk.Image):
 
 def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, *, crf_params, threads=1, device="auto"):
     """Stage 1: ConvCRF pseudo-mask from the case's boxes."""
+    from boxseg.boxes import face_slack
     from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
     from boxseg.device import configure_torch, select_device
     from boxseg.postprocess import largest_component_per_region
-    from boxseg.preprocess import roi_box_mask
+    from boxseg.preprocess import box_bounds_on_roi, roi_box_mask
 
     configure_torch(threads)
     image, roi = _array(roi_image_path, case)
     record = read_json(boxes_json)
-    bounds = roi_boxes(record, geometry_json, roi)
-    if not bounds:
+    original = reference_from_geometry(read_json(geometry_json)["original"])
+    kept = [(b, r) for r in record["boxes"] for b in box_bounds_on_roi([r], original, roi)]
+    if not kept:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
-    slack = float(record.get("slack_mm", 0.0))
+    bounds = [b for b, _ in kept]
+    told = record.get("slack_mm")  # a number for every face, or None: each face's own slack as drawn
+    slack = [face_slack(r) for _, r in kept] if told is None else float(told)
     prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False), slack_mm=slack)
     regions = np.zeros(image.shape, np.uint8)
     for i, b in enumerate(bounds, start=1):
         regions[roi_box_mask([b], image.shape) & (regions == 0)] = i
     mask = largest_component_per_region(prob > 0.5, regions)
-    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %.2f mm", case, int(mask.sum()), len(bounds), slack)
+    told = "each face's own, as drawn" if told is None else f"{told:g} mm"
+    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %s", case, int(mask.sum()), len(bounds), told)
     write_image(array_like(mask.astype(np.uint8), roi), out_mask)
 
 

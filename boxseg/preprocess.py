@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid
+from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid, with_face_slack
 from boxseg.geometry import (
     bounding_box,
     lesion_bearing_region,
@@ -25,13 +25,15 @@ def load_case(case: str, image_path, label_path=None):
 
 
 def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, margin_mm: float, tumor_values):
-    """Box records from a label map (research mode: boxes drawn from the truth)."""
+    """Box records from a label map (research mode: boxes drawn from the truth), each with
+    the slack its faces were drawn with (``with_face_slack``)."""
     array = sitk.GetArrayViewFromImage(label)
     spacing_mm = image.GetSpacing()[::-1]
     boxes = boxes_from_label(array, spacing_mm, margin_mm, tumor_values)
     if not boxes:
         raise CaseError(case, label_path, f"no lesion voxels (label values {list(tumor_values)}) to draw a box from")
-    return box_records(boxes, image)
+    tight = boxes_from_label(array, spacing_mm, 0.0, tumor_values) if margin_mm else boxes
+    return with_face_slack(box_records(boxes, image), tight, spacing_mm)
 
 
 def crop_roi(

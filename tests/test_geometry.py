@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from boxseg.boxes import box_mask, box_records, boxes_from_label, boxes_on_grid
+from boxseg.boxes import box_mask, box_records, boxes_from_label, boxes_on_grid, face_slack, records_from_rows
 from boxseg.geometry import index_to_physical, physical_to_index, resample, roi_reference, to_original_grid
 from boxseg.io import array_like, same_grid
-from boxseg.preprocess import crop_roi, roi_box_mask
+from boxseg.preprocess import crop_roi, make_boxes, roi_box_mask
 from tests.conftest import sphere
 
 
@@ -72,6 +72,20 @@ class TestBoxes:
         label[4:6, 8:12, 0:3] = 2
         (lo, hi), = boxes_from_label(label, (2.0, 1.0, 1.0), 3.5, (2,))
         assert lo.tolist() == [2, 4, 0] and hi.tolist() == [7, 15, 6]  # 3.5 mm: 2 voxels in z, 4 in y/x; clipped at 0
+
+    def test_face_slack_is_the_margin_as_drawn(self):
+        """3.5 mm is 1 voxel of 2.5 mm (2.5 mm) and 4 of 1 mm (4 mm); a face clipped at the
+        image's edge has the slack it kept. Drawn boxes have none."""
+        label = np.zeros((10, 20, 20), np.uint8)
+        label[4:6, 8:12, 1:3] = 2
+        img = array_like(label, _image(spacing=(1.0, 1.0, 2.5), size=(20, 20, 10)))
+        (record,) = make_boxes("c1", img, img, "c1.nii.gz", 3.5, (2,))
+        assert record["index_lo"] == [3, 4, 0] and record["index_hi"] == [6, 15, 6]
+        assert record["slack_mm_lo"] == [2.5, 4.0, 1.0] and record["slack_mm_hi"] == [2.5, 4.0, 4.0]
+        (tight,) = make_boxes("c1", img, img, "c1.nii.gz", 0.0, (2,))
+        assert face_slack(tight) == ([0.0] * 3, [0.0] * 3)
+        row = {"lesion": 1, "coordinates": "index", "min": (1, 8, 4), "max": (2, 11, 5)}
+        assert face_slack(records_from_rows([row], img, "c1", "boxes.tsv")[0]) == 0.0
 
     def test_one_box_per_lesion_and_mask(self):
         label = np.zeros((6, 10, 30), np.uint8)
