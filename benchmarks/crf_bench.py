@@ -78,7 +78,7 @@ def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     import SimpleITK as sitk
 
     from boxseg.boxes import face_slack
-    from boxseg.preprocess import box_bounds_on_roi, crop_roi, load_case, make_boxes, roi_box_mask
+    from boxseg.preprocess import boxes_on_roi, crop_roi, load_case, make_boxes, roi_box_mask
 
     image, label = load_case(case, image_path, label_path)
     boxes = make_boxes(case, image, label, label_path, margin_mm, tumor)
@@ -88,7 +88,7 @@ def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     extent_mm = (hi - lo + 1) * np.asarray(image.GetSpacing()[::-1]) + 48.0
     roi, roi_label, _ = crop_roi(case, image, label, boxes, spacing_mm=prep["spacing_mm"], roi_size_mm=extent_mm,
                                  window_hu=prep["window_hu"], tumor_values=tumor, organ_values=())
-    kept = [(b, r) for r in boxes for b in box_bounds_on_roi([r], image, roi)]
+    kept = boxes_on_roi(boxes, image, roi)
     bounds, drawn = [b for b, _ in kept], [face_slack(r) for _, r in kept]
     spacing = tuple(float(s) for s in roi.GetSpacing()[::-1])
     image = sitk.GetArrayFromImage(roi).astype(np.float32)

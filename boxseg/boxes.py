@@ -20,6 +20,28 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def lesion_boxes(label: np.ndarray, tumor_values=(1,), min_voxels: int = 1):
+    """The tight box of each connected lesion (26-connectivity): (lo, hi) inclusive index
+    arrays (z, y, x), largest lesion first."""
+    tumor = np.isin(label, tumor_values)
+    components, _ = ndi.label(tumor, structure=np.ones((3, 3, 3)))
+    boxes = []
+    for i, sl in enumerate(ndi.find_objects(components), start=1):
+        size = int((components[sl] == i).sum())
+        if size >= min_voxels:
+            boxes.append((size, np.array([s.start for s in sl]), np.array([s.stop - 1 for s in sl])))
+    boxes.sort(key=lambda b: -b[0])
+    return [(lo, hi) for _, lo, hi in boxes]
+
+
+def enlarge_boxes(boxes, shape, spacing_mm, margin_mm: float):
+    """Boxes (lo, hi inclusive) enlarged by ``margin_mm`` on every face (rounded to whole
+    voxels per axis) and clipped to a grid of ``shape``."""
+    margin_vox = np.round(float(margin_mm) / np.asarray(spacing_mm, float)).astype(int)
+    top = np.asarray(shape) - 1
+    return [(np.maximum(lo - margin_vox, 0), np.minimum(hi + margin_vox, top)) for lo, hi in boxes]
+
+
 def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_values=(1,), min_voxels: int = 1):
     """One box per connected lesion (26-connectivity), enlarged by ``margin_mm`` and clipped.
 
@@ -32,19 +54,7 @@ def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_valu
     Returns:
         List of (lo, hi) inclusive index arrays, largest lesion first.
     """
-    tumor = np.isin(label, tumor_values)
-    components, _ = ndi.label(tumor, structure=np.ones((3, 3, 3)))
-    margin_vox = np.round(float(margin_mm) / np.asarray(spacing_mm, float)).astype(int)
-    boxes = []
-    for i, sl in enumerate(ndi.find_objects(components), start=1):
-        size = int((components[sl] == i).sum())
-        if size < min_voxels:
-            continue
-        lo = np.array([s.start for s in sl]) - margin_vox
-        hi = np.array([s.stop - 1 for s in sl]) + margin_vox
-        boxes.append((size, np.maximum(lo, 0), np.minimum(hi, np.asarray(label.shape) - 1)))
-    boxes.sort(key=lambda b: -b[0])
-    return [(lo, hi) for _, lo, hi in boxes]
+    return enlarge_boxes(lesion_boxes(label, tumor_values, min_voxels), label.shape, spacing_mm, margin_mm)
 
 
 def box_records(boxes, image: sitk.Image):
@@ -67,7 +77,7 @@ def with_face_slack(records, tight, spacing_mm):
     """Label box records (research mode) with the slack each face was drawn with:
     ``slack_mm_lo`` / ``slack_mm_hi``, per axis (z, y, x) in mm, the margin rounded to whole
     voxels per axis less any clipping at the image's edge. ``tight``: the same lesions'
-    boxes without margin (``boxes_from_label`` at 0 mm), in the same order."""
+    boxes without margin (``lesion_boxes``), in the same order."""
     spacing = np.asarray(spacing_mm, float)
     for r, (t_lo, t_hi) in zip(records, tight, strict=True):
         r["slack_mm_lo"] = np.round((np.asarray(t_lo) - r["index_lo"]) * spacing, 4).tolist()

@@ -131,13 +131,18 @@ def preprocess_case(
     write_json({"case": case, "source": source, "margin_mm": margin, "slack_mm": slack, "boxes": boxes}, out_boxes)
 
 
-def roi_boxes(boxes: dict, geometry_json, roi_image: sitk.Image):
-    """Box bounds (continuous voxel edges, z y x) on the ROI grid of a case's boxes record
-    (the contents of ``results/boxes/{case}.json``)."""
-    from boxseg.preprocess import box_bounds_on_roi
+def roi_box_records(boxes: dict, geometry_json, roi_image: sitk.Image):
+    """(bounds, box record) on the ROI grid of each box of a case's boxes record (the contents
+    of ``results/boxes/{case}.json``) that overlaps it; bounds are continuous voxel edges, z y x."""
+    from boxseg.preprocess import boxes_on_roi
 
     original = reference_from_geometry(read_json(geometry_json)["original"])
-    return box_bounds_on_roi(boxes["boxes"], original, roi_image)
+    return boxes_on_roi(boxes["boxes"], original, roi_image)
+
+
+def roi_boxes(boxes: dict, geometry_json, roi_image: sitk.Image):
+    """Box bounds (continuous voxel edges, z y x) on the ROI grid of a case's boxes record."""
+    return [bounds for bounds, _ in roi_box_records(boxes, geometry_json, roi_image)]
 
 
 def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, *, crf_params, threads=1, device="auto"):
@@ -146,13 +151,12 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
     from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
     from boxseg.device import configure_torch, select_device
     from boxseg.postprocess import largest_component_per_region
-    from boxseg.preprocess import box_bounds_on_roi, roi_box_mask
+    from boxseg.preprocess import roi_box_mask
 
     configure_torch(threads)
     image, roi = _array(roi_image_path, case)
     record = read_json(boxes_json)
-    original = reference_from_geometry(read_json(geometry_json)["original"])
-    kept = [(b, r) for r in record["boxes"] for b in box_bounds_on_roi([r], original, roi)]
+    kept = roi_box_records(record, geometry_json, roi)
     if not kept:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
     bounds = [b for b, _ in kept]
@@ -163,8 +167,8 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
     for i, b in enumerate(bounds, start=1):
         regions[roi_box_mask([b], image.shape) & (regions == 0)] = i
     mask = largest_component_per_region(prob > 0.5, regions)
-    told = "each face's own, as drawn" if told is None else f"{told:g} mm"
-    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %s", case, int(mask.sum()), len(bounds), told)
+    said = "each face's own, as drawn" if told is None else f"{told:g} mm"
+    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %s", case, int(mask.sum()), len(bounds), said)
     write_image(array_like(mask.astype(np.uint8), roi), out_mask)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid, with_face_slack
+from boxseg.boxes import box_records, boxes_on_grid, enlarge_boxes, lesion_boxes, with_face_slack
 from boxseg.geometry import (
     bounding_box,
     lesion_bearing_region,
@@ -29,10 +29,10 @@ def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, marg
     the slack its faces were drawn with (``with_face_slack``)."""
     array = sitk.GetArrayViewFromImage(label)
     spacing_mm = image.GetSpacing()[::-1]
-    boxes = boxes_from_label(array, spacing_mm, margin_mm, tumor_values)
-    if not boxes:
+    tight = lesion_boxes(array, tumor_values)
+    if not tight:
         raise CaseError(case, label_path, f"no lesion voxels (label values {list(tumor_values)}) to draw a box from")
-    tight = boxes_from_label(array, spacing_mm, 0.0, tumor_values) if margin_mm else boxes
+    boxes = enlarge_boxes(tight, array.shape, spacing_mm, margin_mm)
     return with_face_slack(box_records(boxes, image), tight, spacing_mm)
 
 
@@ -94,15 +94,17 @@ def lesion_on_grid(label: sitk.Image, reference: sitk.Image, tumor_values) -> si
     return resample(lesion, reference, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
-def box_bounds_on_roi(boxes, original: sitk.Image, roi: sitk.Image):
-    """Boxes as continuous voxel-edge bounds on the ROI grid, clipped to it."""
+def boxes_on_roi(boxes, original: sitk.Image, roi: sitk.Image):
+    """(bounds, record) of each box record that overlaps the ROI grid: its continuous
+    voxel-edge bounds on that grid, clipped to it."""
     size = np.asarray(roi.GetSize()[::-1], float)
     out = []
-    for lo, hi in boxes_on_grid(boxes, original, roi):
+    for record, (lo, hi) in zip(boxes, boxes_on_grid(boxes, original, roi)):
         lo, hi = np.clip(lo, 0, size), np.clip(hi, 0, size)
         if np.all(hi > lo):
-            out.append((lo, hi))
+            out.append(((lo, hi), record))
     return out
+
 
 
 def roi_box_mask(bounds, shape) -> np.ndarray:
