@@ -99,12 +99,11 @@ def boxes_on_roi(boxes, original: sitk.Image, roi: sitk.Image):
     voxel-edge bounds on that grid, clipped to it."""
     size = np.asarray(roi.GetSize()[::-1], float)
     out = []
-    for record, (lo, hi) in zip(boxes, boxes_on_grid(boxes, original, roi)):
+    for record, (lo, hi) in zip(boxes, boxes_on_grid(boxes, original, roi), strict=True):
         lo, hi = np.clip(lo, 0, size), np.clip(hi, 0, size)
         if np.all(hi > lo):
             out.append(((lo, hi), record))
     return out
-
 
 
 def roi_box_mask(bounds, shape) -> np.ndarray:
