@@ -379,9 +379,16 @@ def evaluate_case(case, raw_prediction_path, image_path, label_path, boxes_json,
     write_text(pd.DataFrame(rows).to_csv(sep="\t", index=False, float_format="%.6g"), out_tsv)
 
 
-def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, out_tsv, *, fusion_masks=None, group_predictions=None):
+def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, out_tsv, *, fusion_masks=None, group_predictions=None,
+                  group_of=None):
     """Training-label quality (METHOD.md Table 3): DSC against the reference lesion on the ROI grid
-    of each training case's box, pseudo-mask PM, group-model masks P1..PK and fusion mask FM."""
+    of each training case's box, pseudo-mask PM, group-model masks P1..PK and fusion mask FM.
+
+    One row per case, then ``mean`` (every training case) and, with ``group_of`` (case -> the
+    group whose model trained on it), ``mean_unseen``: each group model's mean over the training
+    cases it did not see (its other columns empty). The fusion masks OR every group model's mask
+    on every case, so ``mean`` is what enters them; ``mean_unseen`` is how the models generalise.
+    """
     import pandas as pd
 
     from boxseg.metrics import dice
@@ -400,9 +407,15 @@ def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, 
             row["fusion_mask"] = dice(_array(fusion_masks[i], case, np.uint8)[0] > 0, ref)
         rows.append(row)
     table = pd.DataFrame(rows)
-    mean = table.drop(columns="case").mean().to_frame().T.assign(case="mean")
-    log.info("label quality (mean DSC): %s", mean.drop(columns="case").round(3).to_dict("records")[0])
-    write_text(pd.concat([table, mean], ignore_index=True).to_csv(sep="\t", index=False, float_format="%.4f"), out_tsv)
+    summary = [table.drop(columns="case").mean().to_frame().T.assign(case="mean")]
+    log.info("label quality (mean DSC): %s", summary[0].drop(columns="case").round(3).to_dict("records")[0])
+    if group_predictions and group_of:
+        unseen = {f"group_model_{k}": table.loc[[group_of[c] != k for c in table["case"]], f"group_model_{k}"].mean()
+                  for k in range(len(group_predictions[cases[0]]))}
+        summary.append(pd.DataFrame([{"case": "mean_unseen", **unseen}]))
+        log.info("group models on the training cases each did not see (mean DSC): %s", {k: round(float(v), 3) for k, v in unseen.items()})
+    table = pd.concat([table, *summary], ignore_index=True)
+    write_text(table.to_csv(sep="\t", index=False, float_format="%.4f"), out_tsv)
 
 
 def scribbles_case(case, roi_label_path, out_path, *, erosion_mm):

@@ -32,6 +32,7 @@ TABLE2 = [
 ]
 SCORES = {"dsc": "dsc", "hd_mm": "hd", "asd_mm": "asd"}
 LABELS = {"box": "boxes", "pseudo_mask": "pseudo_masks", "fusion_mask": "fusion_masks"}
+LABEL_SUMMARY_ROWS = ("mean", "mean_unseen")  # label_quality.tsv's rows after the cases
 
 
 def collect(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,7 +49,7 @@ def collect(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
             metrics.append(pd.read_csv(path / "results/metrics.tsv", sep="\t").assign(**keys))
         if (path / "results/label_quality.tsv").exists():
             quality = pd.read_csv(path / "results/label_quality.tsv", sep="\t")
-            labels.append(quality[quality["case"] != "mean"].assign(**keys))
+            labels.append(quality[~quality["case"].isin(LABEL_SUMMARY_ROWS)].assign(**keys))
     metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
     labels = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
     return metrics, labels

@@ -78,7 +78,8 @@ rule loss_curves:
 
 rule label_quality:
     """Training-label quality (the paper's Table 3): DSC of boxes, pseudo-masks, group-model
-    masks and fusion masks against the reference lesion, per training case and mean."""
+    masks and fusion masks against the reference lesion, per training case, their mean, and
+    each group model's mean over the training cases it did not see."""
     input:
         labels=expand("results/roi/{case}/label.nii.gz", case=TRAIN),
         boxes=expand("results/boxes/{case}.json", case=TRAIN),
@@ -105,5 +106,6 @@ rule label_quality:
     params:
         cases=TRAIN,
         k=K,
+        group_of=GROUP_OF,
     script:
         "../workflow_scripts/label_quality.py"

@@ -89,9 +89,15 @@ class TestTinyWorkflow:
             assert np.isclose(box["slack_mm_lo"], drawn, atol=1e-3).any()
         assert "slack each face's own, as drawn" in (tiny_run / "logs/pseudo_mask/case_00000.log").read_text()
         quality = pd.read_csv(r / "label_quality.tsv", sep="\t").set_index("case")
-        assert list(quality.index) == [f"case_{i:05d}" for i in range(4)] + ["mean"]
+        assert list(quality.index) == [f"case_{i:05d}" for i in range(4)] + ["mean", "mean_unseen"]
         assert list(quality.columns) == ["box", "pseudo_mask", "group_model_0", "group_model_1", "fusion_mask"]
-        assert ((quality >= 0) & (quality <= 1)).all().all() and quality.loc["mean", "box"] < 0.9
+        assert ((quality.iloc[:-1] >= 0) & (quality.iloc[:-1] <= 1)).all().all() and quality.loc["mean", "box"] < 0.9
+        for k in range(2):  # each group model's mean over the training cases it was not trained on
+            seen = {Path(p).parts[2] for p in pd.read_csv(r / f"group/model_{k}/training_set.tsv", sep="\t")["image"]}
+            assert len(seen) == 2
+            unseen = [c for c in quality.index[:4] if c not in seen]
+            assert quality.loc["mean_unseen", f"group_model_{k}"] == pytest.approx(quality.loc[unseen, f"group_model_{k}"].mean(), abs=1e-4)
+        assert quality.loc["mean_unseen", ["box", "pseudo_mask", "fusion_mask"]].isna().all()
         assert not list(r.glob("**/checkpoint.pt"))
 
     def test_rerun_is_a_no_op(self, tiny_run):

@@ -14,6 +14,7 @@ def step(s):
         s.output[0],
         fusion_masks=list(s.input.fusion) or None,
         group_predictions=group if k else None,
+        group_of=s.params.group_of,
     )
 
 
