@@ -10,19 +10,10 @@ import torch
 from boxseg.convcrf import pseudo_mask_from_boxes
 from boxseg.device import select_device
 from boxseg.training import TrainSettings, load_model, predict_probability, train
-from tests.conftest import sphere
+from tests.test_convcrf import _loose_box, _toy
+from tests.test_training import TINY, _data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-
-
-def _lesion(seed=0, shape=(20, 40, 40), spacing=(2.0, 1.0, 1.0)):
-    """A sphere of radius 8 mm in noisy tissue with a brighter organ beside it."""
-    rng = np.random.default_rng(seed)
-    obj = sphere(shape, (10, 20, 20), 8.0, spacing)
-    image = np.full(shape, 0.3, np.float32)
-    image[:, :, 31:] = 0.8
-    image[obj] = 0.55
-    return (image + rng.normal(0, 0.03, shape).astype(np.float32)), obj, spacing
 
 
 def test_auto_selects_cuda(tmp_path):
@@ -30,8 +21,8 @@ def test_auto_selects_cuda(tmp_path):
 
 
 def test_convcrf_on_cuda_gives_the_cpu_mask():
-    image, obj, spacing = _lesion()
-    boxes = [(np.array([3.0, 8.0, 8.0]), np.array([17.0, 33.0, 33.0]))]
+    image, obj, spacing = _toy()
+    boxes = [_loose_box(obj, np.array([2, 4, 4]))]
     cpu, cuda = (pseudo_mask_from_boxes(image, boxes, spacing, device=d, slack_mm=2.0) for d in ("cpu", "cuda"))
     assert isinstance(cuda, np.ndarray) and cuda.shape == image.shape  # returned on the host
     np.testing.assert_allclose(cuda, cpu, atol=1e-2)  # float32 sums in another order (and TF32 convolutions)
@@ -40,12 +31,8 @@ def test_convcrf_on_cuda_gives_the_cpu_mask():
 
 
 def test_training_on_cuda_loads_on_the_cpu_and_predicts_the_same(tmp_path):
-    images, targets = [], []
-    for seed in (0, 1):
-        image, obj, _ = _lesion(seed, shape=(16, 24, 24), spacing=(1.0, 1.0, 1.0))
-        images.append(image)
-        targets.append(obj.astype(np.uint8))
-    settings = TrainSettings(steps=40, batch_size=2, patch_size=(8, 16, 16), features=(4, 8), steps_per_epoch=2, learning_rate=0.01, seed=3)
+    images, targets = _data()
+    settings = TrainSettings(**{**TINY, "steps": 40, "learning_rate": 0.01})
     model = train(images, targets, settings, tmp_path / "m.pt", tmp_path / "loss.tsv", device="cuda")
     assert next(model.parameters()).device.type == "cuda"
     losses = [float(line.split("\t")[2]) for line in (tmp_path / "loss.tsv").read_text().splitlines()[1:]]
