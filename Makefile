@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+EXPERIMENTS ?= experiments/experiments.yaml
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slurm experiments setup report lint clean
@@ -27,9 +28,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # The paper's tables on rendered KiTS19 (data/kits19-ct) and IBSI (../shared/data/ibsi-sts):
-# results/tables/table1-3.tsv and report.html. Long: see README "Experiments".
+# results/tables/table1-3.tsv and report.html. Long: see README "Experiments";
+# EXPERIMENTS=experiments/quick.yaml runs the same set at a quick budget.
 experiments: $(STAMP)
-	$(BIN)/python experiments/run.py --cores $(CORES)
+	$(BIN)/python experiments/run.py --config $(EXPERIMENTS) --cores $(CORES)
 
 # A real single-node SLURM cluster on localhost (installs Debian's slurm-wlm; needs root).
 test-slurm: $(STAMP)

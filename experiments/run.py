@@ -2,13 +2,15 @@
 """Run the experiment set and write the paper's tables and figures.
 
 usage: python experiments/run.py [--config experiments/experiments.yaml] [--cores 2]
-                                 [--tables-only] [--dry-run] [--rerun-triggers mtime input ...]
+                                 [--tables-only] [--dry-run] [--unlock]
+                                 [--rerun-triggers mtime input ...]
 
 Each (dataset, margin, seed) is an ordinary workflow run in its own directory
 (out_dir/DATASET/mMARGIN/seedSEED) on the dataset's config with the margin,
 the methods and seed offsets layered on top; inside a run, the methods share
 the preprocessing, pseudo-masks and group models through the DAG. Reruns
-touch only what changed. Then boxseg.tables writes table1-3.tsv and the
+touch only what changed. A run that a killed Snakemake left locked is named
+with the fix (--unlock, when no Snakemake is running there). Then boxseg.tables writes table1-3.tsv and the
 figures, and report.html shows them.
 """
 
@@ -64,17 +66,28 @@ def plan(config: dict, root: Path) -> list:
     return runs
 
 
-def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=None) -> int:
+LOCKED = "Directory cannot be locked"  # Snakemake's LockException
+
+
+def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=None, unlock: bool = False) -> int:
     path = run["path"]
     path.mkdir(parents=True, exist_ok=True)
     (path / "experiment.yaml").write_text(yaml.safe_dump(run["layer"], sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(path),
            "--configfile", str(ROOT / "config.yaml"), str(run["configfile"]), str(path / "experiment.yaml"),
            "--cores", str(cores), "--keep-going", "--quiet", "rules"] + (["-n"] if dry_run else [])
+    if unlock:
+        cmd.append("--unlock")
     if rerun_triggers:
         cmd += ["--rerun-triggers", *rerun_triggers]
-    with open(path / "snakemake.log", "w") as log:
+    with open(path / ("unlock.log" if unlock else "snakemake.log"), "w") as log:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def locked(run: dict) -> bool:
+    """Whether the run's last workflow call stopped on a lock (a killed Snakemake leaves one)."""
+    log = run["path"] / "snakemake.log"
+    return log.exists() and LOCKED in log.read_text(errors="replace")
 
 
 def _img(path: Path) -> str:
@@ -130,6 +143,8 @@ def main(argv=None):
     ap.add_argument("--root", default=str(ROOT), help="paths in the config are relative to this (default: the repository)")
     ap.add_argument("--tables-only", action="store_true", help="only collect finished runs into tables and figures")
     ap.add_argument("--dry-run", action="store_true", help="plan every run with snakemake -n")
+    ap.add_argument("--unlock", action="store_true",
+                    help="remove the locks a killed Snakemake left in the runs (only when none is running there)")
     ap.add_argument("--rerun-triggers", nargs="+", choices=["mtime", "params", "input", "software-env", "code"],
                     help="passed to snakemake (default: the profile's, all of them)")
     args = ap.parse_args(argv)
@@ -138,6 +153,13 @@ def main(argv=None):
     runs = plan(config, root)
     start = time.perf_counter()
     failed = []
+    if args.unlock:
+        for run in runs:
+            rc = run_workflow(run, args.cores, unlock=True)
+            print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: "
+                  f"{'unlocked' if rc == 0 else f'unlock failed, rc {rc}'} ({run['path'] / 'unlock.log'})", flush=True)
+            failed += [run] if rc else []
+        return 1 if failed else 0
     if not args.tables_only:
         for run in runs:
             t = time.perf_counter()
@@ -146,6 +168,10 @@ def main(argv=None):
                   f"({run['path'] / 'snakemake.log'})", flush=True)
             if rc:
                 failed.append(run)
+            if rc and locked(run):
+                print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: {run['path']} is locked, "
+                      f"likely by a Snakemake that was killed; if none is running there, run this command again "
+                      f"with --unlock, then without", flush=True)
     if args.dry_run:
         return 1 if failed else 0
     from boxseg.tables import write_tables

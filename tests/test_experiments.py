@@ -1,8 +1,11 @@
 """Integration: the experiment driver on the tiny configuration (two margins, phantoms)."""
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -48,3 +51,54 @@ def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
                               "--root", str(tmp_path), "--dry-run", *triggers], cwd=tmp_path, capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert ("train_final" in log.read_text()) == planned, log.read_text()[-2000:]
+
+
+@pytest.mark.integration
+def test_a_run_left_locked_by_a_killed_snakemake_is_named_and_unlock_frees_it(tmp_path):
+    shutil.copy(ROOT / "tests/tiny_config.yaml", tmp_path / "tiny_config.yaml")
+    config = {
+        "out_dir": "runs", "tables_dir": "tables", "figures_dir": "figures", "margins_mm": [3.5], "seeds": [0],
+        "methods": ["weak_pm_wce"], "reference_margin_mm": 3.5, "reference_methods": [],
+        "datasets": {"phantom": {"configfile": "tiny_config.yaml", "dir": None}}, "config_overrides": {},
+    }
+    (tmp_path / "experiments.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, str(ROOT / "experiments/run.py"), "--config", str(tmp_path / "experiments.yaml"),
+           "--root", str(tmp_path), "--cores", "1"]
+    locks = tmp_path / "runs/phantom/m3.5/seed0/.snakemake/locks"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # as a power loss or kill -9 would: no cleanup
+    proc.wait()
+    assert any(locks.iterdir()), "the workflow left no lock to test with"
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert out.returncode == 1
+    hint = [line for line in out.stdout.splitlines() if "is locked" in line]
+    assert len(hint) == 1 and "runs/phantom/m3.5/seed0" in hint[0] and "--unlock" in hint[0], out.stdout
+    out = subprocess.run(cmd + ["--unlock"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "unlocked" in out.stdout, out.stdout + out.stderr
+    assert not locks.exists() or not any(locks.iterdir())
+    out = subprocess.run(cmd + ["--dry-run"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
+    from snakemake.utils import validate
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from run import _merge, plan
+
+    full, quick = (yaml.safe_load((ROOT / f"experiments/{name}.yaml").read_text()) for name in ("experiments", "quick"))
+    for config in (full, quick):  # plan() skips a dataset whose dir is missing: point them all at one that exists
+        for dataset in config["datasets"].values():
+            dataset["dir"] = str(tmp_path)
+    key = sorted((r["dataset"], r["margin_mm"], r["seed"], tuple(r["methods"])) for r in plan(full, ROOT))
+    assert key == sorted((r["dataset"], r["margin_mm"], r["seed"], tuple(r["methods"])) for r in plan(quick, ROOT))
+    assert {full[k] for k in ("out_dir", "tables_dir", "figures_dir")}.isdisjoint(
+        quick[k] for k in ("out_dir", "tables_dir", "figures_dir"))
+    for run in plan(quick, ROOT):
+        config = _merge(_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), yaml.safe_load(run["configfile"].read_text())),
+                        run["layer"])
+        validate(config, str(ROOT / "schemas/config.schema.yaml"))
+        assert config["final_training"]["steps"] < yaml.safe_load(run["configfile"].read_text())["final_training"]["steps"]
