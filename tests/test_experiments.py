@@ -39,7 +39,10 @@ def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
     assert t3["margin_mm"].tolist() == [0.0, 3.5] and (t3["boxes_mean"].diff().dropna() < 0).all()  # looser boxes, lower DSC
     for name in ("dsc_vs_volume", "phantom_final_loss", "phantom_pm_vs_fm", "phantom_variants"):
         assert (tmp_path / f"figures/{name}.png").stat().st_size > 0
-    assert "table3" in (tmp_path / "tables/report.html").read_text()
+    report = (tmp_path / "tables/report.html").read_text()
+    assert "table3" in report and "min in all (2 calls)" in report
+    times = [pd.read_csv(tmp_path / f"runs/phantom/m{m}/seed0/run_times.tsv", sep="\t") for m in (0, 3.5)]
+    assert [t["rc"].tolist() for t in times] == [[0], [0]] and all(t["seconds"].iloc[0] > 0 for t in times)
     # shared work: within a run, the methods reuse one set of pseudo-masks and group models
     assert len(list((tmp_path / "runs/phantom/m3.5/seed0/results/group").glob("model_*/model.pt"))) == 2
     # a changed hyperparameter reruns training by default; --rerun-triggers mtime input (a refactor) keeps the runs
@@ -51,6 +54,7 @@ def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
                               "--root", str(tmp_path), "--dry-run", *triggers], cwd=tmp_path, capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert ("train_final" in log.read_text()) == planned, log.read_text()[-2000:]
+    assert len(pd.read_csv(log.parent / "run_times.tsv", sep="\t")) == 1  # dry runs are not timed
 
 
 @pytest.mark.integration
