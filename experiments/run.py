@@ -10,8 +10,9 @@ Each (dataset, margin, seed) is an ordinary workflow run in its own directory
 the methods and seed offsets layered on top; inside a run, the methods share
 the preprocessing, pseudo-masks and group models through the DAG. Reruns
 touch only what changed. A run that a killed Snakemake left locked is named
-with the fix (--unlock, when no Snakemake is running there). Then boxseg.tables writes table1-3.tsv and the
-figures, and report.html shows them.
+with the fix (--unlock, when no Snakemake is running there). Then
+boxseg.tables writes table1-3.tsv and the figures, and report.html shows them
+with the runs' workflow time summed over calls (each run's run_times.tsv).
 """
 
 from __future__ import annotations
@@ -85,16 +86,22 @@ def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=No
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if not (dry_run or unlock):  # the run's wall time, summed over calls and sessions in the report
         times = path / "run_times.tsv"
-        new = not times.exists()
+        if not times.exists():
+            times.write_text("started\tseconds\trc\n")
         with open(times, "a") as out:
-            out.write("started\tseconds\trc\n" * new + f"{started}\t{time.perf_counter() - t:.0f}\t{rc}\n")
+            out.write(f"{started}\t{time.perf_counter() - t:.0f}\t{rc}\n")
     return rc
 
 
-def workflow_time(runs: list) -> tuple:
-    """Seconds the runs' workflow calls took in all (every call so far, this one included), and the calls."""
+def workflow_time(runs: list) -> str:
+    """The time the runs' workflow calls took in all (every call so far, in any session), and how many."""
     times = [pd.read_csv(r["path"] / "run_times.tsv", sep="\t") for r in runs if (r["path"] / "run_times.tsv").exists()]
-    return (float(sum(t["seconds"].sum() for t in times)), int(sum(len(t) for t in times)))
+    seconds, calls = sum(t["seconds"].sum() for t in times), sum(len(t) for t in times)
+    return f"their workflow calls took {seconds / 60:.1f} min in all ({calls} calls)"
+
+
+def label(run: dict) -> str:
+    return f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}"
 
 
 def locked(run: dict) -> bool:
@@ -107,12 +114,7 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" style="max-width:100%">'
 
 
-def _times(runs: list, wall_s: float) -> str:
-    seconds, calls = workflow_time(runs)
-    return f"their workflow calls took {seconds / 60:.1f} min in all ({calls} calls); this command {wall_s / 60:.1f} min"
-
-
-def figures_and_report(config: dict, runs: list, tables: dict, root: Path, wall_s: float):
+def figures_and_report(config: dict, runs: list, tables: dict, root: Path, times: str):
     from boxseg.report import dsc_volume_figure, final_loss_figure, label_overlay_figure, variant_overlay_figure
 
     figures = root / config["figures_dir"]
@@ -143,7 +145,7 @@ def figures_and_report(config: dict, runs: list, tables: dict, root: Path, wall_
             made.append(Path(f"{prefix}_variants.png"))
         made.append(Path(f"{prefix}_final_loss.png"))
     html = ["<html><head><meta charset='utf-8'><title>boxseg experiments</title></head><body>",
-            f"<h1>boxseg experiments</h1><p>{len(runs)} workflow runs; {_times(runs, wall_s)}.</p>"]
+            f"<h1>boxseg experiments</h1><p>{len(runs)} workflow runs; {times}.</p>"]
     for name in ("table1", "table2", "table3"):
         html += [f"<h2>{name}</h2>", tables[name].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")]
     for path in made:
@@ -174,20 +176,19 @@ def main(argv=None):
     if args.unlock:
         for run in runs:
             rc = run_workflow(run, args.cores, unlock=True)
-            print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: "
-                  f"{'unlocked' if rc == 0 else f'unlock failed, rc {rc}'} ({run['path'] / 'unlock.log'})", flush=True)
+            print(f"{label(run)}: {'unlocked' if rc == 0 else f'unlock failed, rc {rc}'} ({run['path'] / 'unlock.log'})", flush=True)
             failed += [run] if rc else []
         return 1 if failed else 0
     if not args.tables_only:
         for run in runs:
             t = time.perf_counter()
             rc = run_workflow(run, args.cores, args.dry_run, args.rerun_triggers)
-            print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: rc {rc}, {time.perf_counter() - t:.0f} s "
+            print(f"{label(run)}: rc {rc}, {time.perf_counter() - t:.0f} s "
                   f"({run['path'] / 'snakemake.log'})", flush=True)
             if rc:
                 failed.append(run)
             if rc and locked(run):
-                print(f"{run['dataset']} margin {run['margin_mm']} mm seed {run['seed']}: {run['path']} is locked, "
+                print(f"{label(run)}: {run['path']} is locked, "
                       f"likely by a Snakemake that was killed; if none is running there, run this command again "
                       f"with --unlock, then without", flush=True)
     if args.dry_run:
@@ -195,10 +196,11 @@ def main(argv=None):
     from boxseg.tables import write_tables
 
     tables = write_tables(runs, root / config["tables_dir"], config["reference_margin_mm"])
-    report = figures_and_report(config, runs, tables, root, time.perf_counter() - start)
+    times = f"{workflow_time(runs)}; this command {(time.perf_counter() - start) / 60:.1f} min"
+    report = figures_and_report(config, runs, tables, root, times)
     for name in ("table1", "table2", "table3"):
         print(f"\n{name}\n{tables[name].to_string(index=False, float_format=lambda v: f'{v:.3f}')}")
-    print(f"\nreport: {report}; {len(runs)} workflow runs; {_times(runs, time.perf_counter() - start)}")
+    print(f"\nreport: {report}; {len(runs)} workflow runs; {times}")
     return 1 if failed else 0
 
 

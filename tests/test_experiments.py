@@ -102,7 +102,7 @@ def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
     assert {full[k] for k in ("out_dir", "tables_dir", "figures_dir")}.isdisjoint(
         quick[k] for k in ("out_dir", "tables_dir", "figures_dir"))
     for run in plan(quick, ROOT):
-        config = _merge(_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), yaml.safe_load(run["configfile"].read_text())),
-                        run["layer"])
+        dataset_config = yaml.safe_load(run["configfile"].read_text())
+        config = _merge(_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), dataset_config), run["layer"])
         validate(config, str(ROOT / "schemas/config.schema.yaml"))
-        assert config["final_training"]["steps"] < yaml.safe_load(run["configfile"].read_text())["final_training"]["steps"]
+        assert config["final_training"]["steps"] < dataset_config["final_training"]["steps"]
