@@ -12,7 +12,7 @@ of each dataset (sorted by name) are the dev cases that choose; the rest are hel
 out and only reported. One row per grid point: its settings, DSC per dataset and
 margin on the dev cases, the dev mean over those cells and the held-out mean;
 sorted best dev mean first. This is how the defaults in config.yaml were chosen
-(README, "ConvCRF").
+(docs/results.md, "How the ConvCRF's stage-1 settings were chosen").
 
 Example:
     python benchmarks/crf_sweep.py --load-rois rois.npz --out sweep.tsv \\

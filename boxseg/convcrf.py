@@ -35,7 +35,7 @@ WINDOW_SHAPES = ("cube", "manhattan", "ball")
 
 @dataclass(frozen=True)
 class CRFParams:
-    """ConvCRF settings (defaults chosen on the dev data; see README).
+    """ConvCRF settings (defaults chosen on the dev data; see docs/results.md).
 
     Args:
         iterations: mean-field iterations per refinement round.
