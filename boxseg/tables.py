@@ -5,7 +5,8 @@ Table 1: margins x {K=0 WCE, K=3 WCE, K=3 VWCE, K=3 VWCE + largest component}, a
 supervised with and without the component filter. Table 2: the baselines (SDI,
 Constrained-CNN), each with and without the filter, beside ours. Table 3: DSC of boxes,
 pseudo-masks and fusion masks on the training cases. Every cell is the mean over seeds
-of the per-seed mean over cases, with the sd over seeds (NaN with one seed).
+of the per-seed mean over cases, with the sd over seeds (NaN with one seed). Claims: the
+paper's five claims checked against these means, per dataset and margin.
 """
 
 from __future__ import annotations
@@ -102,9 +103,109 @@ def label_table(labels: pd.DataFrame) -> pd.DataFrame:
     return table.merge(n.rename("n_cases").reset_index(), on=["dataset", "margin_mm"]).sort_values(["dataset", "margin_mm"]).reset_index(drop=True)
 
 
+CLAIMS = {
+    "fusion_above_pseudo_masks": "group training lifts the training labels above the pseudo-masks (DSC of fusion masks > pseudo-masks)",
+    "vwce_at_least_wce": "VWCE >= WCE (K=3 final models, test DSC, no filter)",
+    "filter_lowers_hd": "the largest-component filter lowers HD, for every model",
+    "beats_baselines": "the method (K=3, VWCE + filter) beats SDI and Constrained-CNN (each + filter), test DSC",
+    "weak_within_4pct_of_full": "the method (K=3, VWCE + filter) within 4 % of fully supervised (+ filter), test DSC (the paper: at 0 and 3.5 mm)",
+}
+OURS = ("weak_fm_vwce", "largest_component")
+
+
+def _per_case(frame: pd.DataFrame, column: str, **where) -> pd.Series:
+    """One score per (seed, case) of the rows matching ``where``."""
+    part = frame
+    for key, value in where.items():
+        part = part[part[key] == value]
+    return part.set_index(["seed", "case"])[column].astype(float)
+
+
+def _paired_se(a: pd.Series, b: pd.Series, scale: float = 1.0) -> float:
+    """Standard error of mean(a - scale * b) over the (seed, case) pairs both have."""
+    d = (a - scale * b).dropna()
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
+
+
+def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims on these runs: one row per dataset, claim and margin (held: yes / no), after
+    one row per dataset and claim over the margins (margin_mm empty; held: yes, no or "k of n").
+
+    ``value`` is the figure the claim is about and ``reference`` what it is compared with (means
+    over seeds, as in the tables), ``difference`` value - reference, and ``se`` the standard
+    error of that difference over the cases (paired: the same cases and seeds on both sides).
+    ``beyond_noise`` says whether the difference is at least twice its standard error: with a
+    few test cases, a claim that holds or fails within the noise is not settled either way.
+    """
+    columns = ["dataset", "claim", "margin_mm", "held", "value", "reference", "difference", "se", "beyond_noise", "detail"]
+    pairs = [] if metrics.empty else list(metrics[["method", "postprocess"]].drop_duplicates().itertuples(index=False, name=None))
+    scores = score_table(metrics, [(m, p, f"{m} {p}") for m, p in pairs]) if pairs else pd.DataFrame()
+    score = {} if scores.empty else {(r.dataset, r.margin_mm, r.method, r.postprocess): r for r in scores.itertuples()}
+    rows = []
+
+    def add(dataset, claim, margin, held, value, reference, se, detail):
+        difference = value - reference
+        noise = "" if not np.isfinite(se) else "yes" if abs(difference) >= 2 * se else "no"
+        rows.append([dataset, claim, margin, "yes" if held else "no", value, reference, difference, se, noise, detail])
+
+    for r in table3.itertuples() if {"pseudo_masks_mean", "fusion_masks_mean"} <= set(table3.columns) else []:
+        if np.isfinite(r.fusion_masks_mean) and np.isfinite(r.pseudo_masks_mean):
+            where = {"frame": labels, "dataset": r.dataset, "margin_mm": r.margin_mm}
+            se = _paired_se(_per_case(column="fusion_mask", **where), _per_case(column="pseudo_mask", **where))
+            add(r.dataset, "fusion_above_pseudo_masks", r.margin_mm, r.fusion_masks_mean > r.pseudo_masks_mean,
+                r.fusion_masks_mean, r.pseudo_masks_mean, se, "fusion masks vs pseudo-masks, training cases")
+    for dataset, margin in sorted({(d, m) for d, m, *_ in score}):
+        def get(method, post, dataset=dataset, margin=margin):
+            return score.get((dataset, margin, method, post))
+
+        def cases(method, post, column="dsc", dataset=dataset, margin=margin):
+            return _per_case(metrics, column, dataset=dataset, margin_mm=margin, method=method, postprocess=post)
+
+        vwce, wce = get("weak_fm_vwce", "none"), get("weak_fm_wce", "none")
+        if vwce is not None and wce is not None:
+            add(dataset, "vwce_at_least_wce", margin, vwce.dsc_mean >= wce.dsc_mean, vwce.dsc_mean, wce.dsc_mean,
+                _paired_se(cases("weak_fm_vwce", "none"), cases("weak_fm_wce", "none")), "K=3 VWCE vs K=3 WCE")
+        hd = [(m, get(m, "none").hd_mean, get(m, "largest_component").hd_mean) for m, p in pairs
+              if p == "none" and get(m, "none") is not None and get(m, "largest_component") is not None]
+        hd = [(m, a, b) for m, a, b in hd if np.isfinite(a) and np.isfinite(b)]
+        if hd:
+            first = next((h for h in hd if h[0] == OURS[0]), hd[0])
+            lower = sum(b < a for _, a, b in hd)
+            se = _paired_se(cases(first[0], "largest_component", "hd_mm"), cases(first[0], "none", "hd_mm"))
+            add(dataset, "filter_lowers_hd", margin, lower == len(hd), first[2], first[1], se,
+                f"lower for {lower} of {len(hd)} models (value: {first[0]}); " + ", ".join(f"{m} {a:.1f} -> {b:.1f} mm" for m, a, b in hd))
+        ours = get(*OURS)
+        baselines = [(m, get(m, "largest_component")) for m in ("sdi", "ccnn") if get(m, "largest_component") is not None]
+        if ours is not None and baselines:
+            best, best_row = max(baselines, key=lambda b: b[1].dsc_mean)
+            add(dataset, "beats_baselines", margin, all(ours.dsc_mean > b.dsc_mean for _, b in baselines), ours.dsc_mean,
+                best_row.dsc_mean, _paired_se(cases(*OURS), cases(best, "largest_component")),
+                "the method vs " + ", ".join(f"{m} {b.dsc_mean:.3f}" for m, b in baselines))
+        full, at = get("full", "largest_component"), margin
+        if full is None:  # fully supervised training does not use the boxes: the dataset's run of it, at any margin
+            others = sorted((m, r) for (d, m, me, p), r in score.items() if d == dataset and (me, p) == ("full", "largest_component"))
+            full, at = (others[0][1], others[0][0]) if others else (None, None)
+        if ours is not None and full is not None and full.dsc_mean > 0:
+            full_cases = _per_case(metrics, "dsc", dataset=dataset, margin_mm=at, method="full", postprocess="largest_component")
+            add(dataset, "weak_within_4pct_of_full", margin, ours.dsc_mean >= 0.96 * full.dsc_mean, ours.dsc_mean / full.dsc_mean,
+                0.96, _paired_se(cases(*OURS), full_cases, 0.96) / full.dsc_mean,
+                f"the method {ours.dsc_mean:.3f} / fully supervised {full.dsc_mean:.3f} (its run at {at:g} mm)")
+    table = pd.DataFrame(rows, columns=columns)
+    overall = []
+    for (dataset, claim), part in table.groupby(["dataset", "claim"], sort=False):
+        held = int((part["held"] == "yes").sum())
+        verdict = "yes" if held == len(part) else "no" if held == 0 else f"{held} of {len(part)}"
+        at = [f"{m:g} mm {h}" + (" (within noise)" if n == "no" else "") for m, h, n in zip(part["margin_mm"], part["held"], part["beyond_noise"])]
+        overall.append([dataset, claim, np.nan, verdict, np.nan, np.nan, np.nan, np.nan, "", "at " + ", ".join(at)])
+    table = pd.concat([pd.DataFrame(overall, columns=columns), table], ignore_index=True) if overall else table
+    order = {c: i for i, c in enumerate(CLAIMS)}
+    return table.sort_values(["dataset", "claim", "margin_mm"], key=lambda c: c.map(order) if c.name == "claim" else c,
+                             na_position="first").reset_index(drop=True)
+
+
 def write_tables(runs, out_dir, reference_margin_mm=None) -> dict:
-    """Write table1.tsv, table2.tsv (at ``reference_margin_mm`` when given), table3.tsv and
-    metrics_all.tsv under ``out_dir``."""
+    """Write table1.tsv, table2.tsv (at ``reference_margin_mm`` when given), table3.tsv,
+    claims.tsv and metrics_all.tsv under ``out_dir``."""
     from boxseg.io import write_text
 
     out_dir = Path(out_dir)
@@ -114,6 +215,7 @@ def write_tables(runs, out_dir, reference_margin_mm=None) -> dict:
     if reference_margin_mm is not None and not table2.empty:
         table2 = table2[table2["margin_mm"] == float(reference_margin_mm)].reset_index(drop=True)
     tables = {"table1": score_table(metrics, TABLE1), "table2": table2, "table3": label_table(labels)}
+    tables["claims"] = claims_table(metrics, labels, tables["table3"])
     for name, table in tables.items():
         write_text(table.to_csv(sep="\t", index=False, float_format="%.4f"), out_dir / f"{name}.tsv")
     write_text(metrics.to_csv(sep="\t", index=False, float_format="%.6g"), out_dir / "metrics_all.tsv")

@@ -11,8 +11,9 @@ the methods and seed offsets layered on top; inside a run, the methods share
 the preprocessing, pseudo-masks and group models through the DAG. Reruns
 touch only what changed. A run that a killed Snakemake left locked is named
 with the fix (--unlock, when no Snakemake is running there). Then
-boxseg.tables writes table1-3.tsv and the figures, and report.html shows them
-with the runs' workflow time summed over calls (each run's run_times.tsv).
+boxseg.tables writes table1-3.tsv and claims.tsv (the paper's claims checked
+on these runs), and report.html shows them with the figures and the runs'
+workflow time summed over calls (each run's run_times.tsv).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import base64
 import subprocess
 import sys
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 import pandas as pd
@@ -116,6 +118,7 @@ def _img(path: Path) -> str:
 
 def figures_and_report(config: dict, runs: list, tables: dict, root: Path, times: str):
     from boxseg.report import dsc_volume_figure, final_loss_figure, label_overlay_figure, variant_overlay_figure
+    from boxseg.tables import CLAIMS
 
     figures = root / config["figures_dir"]
     figures.mkdir(parents=True, exist_ok=True)
@@ -148,6 +151,11 @@ def figures_and_report(config: dict, runs: list, tables: dict, root: Path, times
             f"<h1>boxseg experiments</h1><p>{len(runs)} workflow runs; {times}.</p>"]
     for name in ("table1", "table2", "table3"):
         html += [f"<h2>{name}</h2>", tables[name].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")]
+    intro = ("<h2>claims</h2><p>The paper's claims on these runs (claims.tsv): per dataset over the margins, then per "
+             "margin. <i>se</i>: standard error of the difference over the cases; <i>beyond_noise</i>: the difference is "
+             "at least twice it.</p><ul>")
+    html += [intro] + [f"<li><b>{k}</b>: {html_escape(v)}</li>" for k, v in CLAIMS.items()]
+    html += ["</ul>", tables["claims"].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")]
     for path in made:
         html += [f"<h3>{path.name}</h3>", _img(path)]
     html.append("</body></html>")
@@ -200,6 +208,10 @@ def main(argv=None):
     report = figures_and_report(config, runs, tables, root, times)
     for name in ("table1", "table2", "table3"):
         print(f"\n{name}\n{tables[name].to_string(index=False, float_format=lambda v: f'{v:.3f}')}")
+    claims = tables["claims"]
+    if not claims.empty:
+        overall = claims[claims["margin_mm"].isna()][["dataset", "claim", "held", "detail"]]
+        print(f"\nclaims (per margin in claims.tsv)\n{overall.to_string(index=False)}")
     print(f"\nreport: {report}; {len(runs)} workflow runs; {times}")
     return 1 if failed else 0
 

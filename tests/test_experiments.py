@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.integration
-def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
+def test_experiment_driver_writes_the_three_tables_the_claims_and_the_report(tmp_path):
     shutil.copy(ROOT / "tests/tiny_config.yaml", tmp_path / "tiny_config.yaml")
     config = {
         "out_dir": "runs", "tables_dir": "tables", "figures_dir": "figures", "margins_mm": [0, 3.5], "seeds": [0],
@@ -39,8 +39,16 @@ def test_experiment_driver_writes_the_three_tables_and_the_report(tmp_path):
     assert t3["margin_mm"].tolist() == [0.0, 3.5] and (t3["boxes_mean"].diff().dropna() < 0).all()  # looser boxes, lower DSC
     for name in ("dsc_vs_volume", "phantom_final_loss", "phantom_pm_vs_fm", "phantom_variants"):
         assert (tmp_path / f"figures/{name}.png").stat().st_size > 0
+    claims = pd.read_csv(tmp_path / "tables/claims.tsv", sep="\t")
+    # what these methods can judge: no WCE run (VWCE >= WCE) and no baseline (Table 2) in this set
+    assert set(claims["claim"]) == {"fusion_above_pseudo_masks", "filter_lowers_hd", "weak_within_4pct_of_full"}
+    per_margin = claims[claims["margin_mm"].notna()]
+    assert per_margin.groupby("claim")["margin_mm"].apply(list).to_dict() == {m: [0.0, 3.5] for m in claims["claim"].unique()}
+    assert per_margin["held"].isin(["yes", "no"]).all()
+    on_labels = per_margin["claim"] == "fusion_above_pseudo_masks"  # 4 training cases: a standard error
+    assert per_margin[on_labels]["se"].notna().all() and per_margin[~on_labels]["se"].isna().all()  # 1 test case: none
     report = (tmp_path / "tables/report.html").read_text()
-    assert "table3" in report and "min in all (2 calls)" in report
+    assert "table3" in report and "min in all (2 calls)" in report and "fusion_above_pseudo_masks" in report
     times = [pd.read_csv(tmp_path / f"runs/phantom/m{m}/seed0/run_times.tsv", sep="\t") for m in (0, 3.5)]
     assert [t["rc"].tolist() for t in times] == [[0], [0]] and all(t["seconds"].iloc[0] > 0 for t in times)
     # shared work: within a run, the methods reuse one set of pseudo-masks and group models
