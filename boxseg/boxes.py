@@ -135,12 +135,10 @@ def read_box_table(path) -> pd.DataFrame:
     """
     from pathlib import Path
 
-    import pandas as pd
+    from boxseg.io import read_table
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"box table {path} does not exist")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", dtype={"case": str})
+    table = read_table(path, "box table", dtype={"case": str})
     missing = [c for c in BOX_TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"box table {path} lacks column(s) {missing}")

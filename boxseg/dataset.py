@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from boxseg.io import validate_case_id
+from boxseg.io import read_table, validate_case_id
 
 SHEET_COLUMNS = ["case", "image", "label", "boxes", "split"]
 REQUIRED_COLUMNS = ["case", "image", "split"]
@@ -74,9 +74,7 @@ def read_sheet(path, default_split=None) -> pd.DataFrame:
     boxes; relative paths are taken relative to the sheet's directory. ``default_split``
     fills a missing split column (a sheet of cases to predict)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"case sheet {path} does not exist")
-    sheet = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", dtype=str, keep_default_na=False)
+    sheet = read_table(path, "case sheet", dtype=str, keep_default_na=False)
     if default_split and "split" not in sheet.columns:
         sheet["split"] = default_split
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]

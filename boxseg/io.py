@@ -38,6 +38,21 @@ def validate_case_id(case: str) -> str:
     return case
 
 
+def read_table(path: str | os.PathLike, what: str, **kwargs):
+    """A user's TSV (``.tsv``, ``.txt``) or CSV table; an empty or unparsable file is a
+    ValueError naming ``what`` (e.g. "case sheet") and the file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", **kwargs)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not a {'TSV' if path.suffix in ('.tsv', '.txt') else 'CSV'} table: "
+                         f"{str(e).splitlines()[0]}") from None
+
+
 def read_image(path: str | os.PathLike, case: str = "?") -> sitk.Image:
     """Read a 3D image (NIfTI, NRRD, MHA/MHD or a DICOM series directory).
 

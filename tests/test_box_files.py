@@ -69,6 +69,12 @@ def test_read_box_table_validates(tmp_path):
     good.drop(columns="z_max").to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(ValueError, match="z_max"):
         read_box_table(tmp_path / "short.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"box table .*empty.csv is not a CSV table"):
+        read_box_table(tmp_path / "empty.csv")
+    (tmp_path / "ragged.tsv").write_text("case\tlesion\na\t1\nb\t1\t2\t3\n")
+    with pytest.raises(ValueError, match=r"box table .*ragged.tsv is not a TSV table"):
+        read_box_table(tmp_path / "ragged.tsv")
 
 
 def _slicer_roi(center, size, system="RAS", orientation=None, units="mm"):
