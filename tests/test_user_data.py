@@ -193,3 +193,66 @@ class TestUserData:
             assert {k: counts.get(k, 0) for k in expected} == expected, counts
             if case == "t0":
                 assert "pseudo_mask" not in counts and "train_group" not in counts
+
+
+def _readme_block(readme: str, lead: str) -> str:
+    """The indented block after the README paragraph that starts with ``lead``, up to its first blank line."""
+    lines = readme.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(lead))
+    while lines[start].strip():  # the rest of the paragraph
+        start += 1
+    while not lines[start].strip():
+        start += 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block) + "\n"
+
+
+@pytest.mark.integration
+def test_the_readme_example_plans_every_job_and_boxes_every_case(tmp_path):
+    """README "Your own data", "An example": its case sheet, box table and config as written."""
+    readme = (ROOT / "README.md").read_text()
+    data = tmp_path / "hospital"
+    (data / "slicer").mkdir(parents=True)
+    (data / "ct").mkdir()
+    (data / "masks").mkdir()
+    for name, lead in (("cases.csv", "`hospital/cases.csv`"), ("boxes.csv", "`hospital/boxes.csv`"), ("my.yaml", "`hospital/my.yaml`")):
+        (data / name).write_text(_readme_block(readme, lead))
+    assert "--configfile configs/kits19.yaml hospital/my.yaml" in readme
+    # small scans: 80 x 80 x 40 voxels of 1 x 1 x 2.5 mm, LPS, the lesion a brighter ellipsoid inside each box
+    size, spacing, origin = (80, 80, 40), (1.0, 1.0, 2.5), (-120.0, -100.0, -300.0)
+    centres = {"p001": (38, 40, 14), "p002": (37, 32, 14), "p003": (41, 38, 16), "p004": (40, 40, 20), "p005": (32, 37, 14)}
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij")
+    rng = np.random.default_rng(0)
+    for case, (i, j, k) in centres.items():
+        lesion = ((xx - i) / 9.0) ** 2 + ((yy - j) / 8.0) ** 2 + ((zz - k) / 4.0) ** 2 <= 1
+        images = []
+        for array in (40.0 + 10.0 * rng.standard_normal(lesion.shape) + 60.0 * lesion, lesion.astype(np.uint8)):
+            image = sitk.GetImageFromArray(array.astype(np.int16 if array.dtype != np.uint8 else np.uint8))
+            image.SetSpacing(spacing)
+            image.SetOrigin(origin)
+            images.append(image)
+        if case == "p002":
+            write_dicom_series(images[0], data / "ct/p002")
+        else:
+            sitk.WriteImage(images[0], str(data / "ct" / {"p001": "p001.nrrd", "p005": "p005.mha"}.get(case, f"{case}.nii.gz")))
+        if case == "p004":
+            sitk.WriteImage(images[1], str(data / "masks/p004.nii.gz"))
+    centre_lps = np.array(origin) + np.array(centres["p001"]) * spacing
+    roi = {"type": "ROI", "coordinateSystem": "RAS", "center": (centre_lps * [-1, -1, 1]).tolist(), "size": [22.0, 20.0, 12.5]}
+    (data / "slicer/p001.mrk.json").write_text(json.dumps({"markups": [roi]}))
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    configs = ["--configfile", "config.yaml", str(ROOT / "configs/kits19.yaml"), "hospital/my.yaml"]
+    counts = _job_counts(_run(configs + ["--cores", "2", "-n"], tmp_path).stdout)
+    assert (counts["preprocess"], counts["train_group"], counts["train_final"], counts["evaluate"]) == (5, 3, 1, 1)
+    _run(configs + ["--cores", "2"] + [f"results/roi/{c}/geometry.json" for c in centres], tmp_path)
+    records = {c: json.loads((tmp_path / f"results/boxes/{c}.json").read_text()) for c in centres}
+    assert {c: r["source"] for c, r in records.items()} == {"p001": "file", "p002": "table", "p003": "table", "p004": "label", "p005": "table"}
+    boxes = {c: (r["boxes"][0]["index_lo"], r["boxes"][0]["index_hi"]) for c, r in records.items()}  # z, y, x
+    assert boxes["p002"] == ([8, 20, 25], [20, 45, 50])  # the LPS faces, on the voxel grid
+    assert boxes["p003"] == ([10, 28, 30], [22, 49, 52]) and boxes["p005"] == ([8, 25, 20], [20, 50, 45])
+    for case, (lo, hi) in boxes.items():  # each lesion inside its box
+        assert all(lo[a] <= centres[case][2 - a] <= hi[a] for a in range(3)), case
