@@ -16,11 +16,11 @@ def _sections(text: str) -> set:
 
 
 def _pointers(path) -> list:
-    return POINTER.findall(re.sub(r"\s+", " ", path.read_text()))
+    return POINTER.findall(re.sub(r"\s+", " ", path.read_text(encoding="utf-8")))
 
 
 def test_pointers_into_docs_results_name_its_sections():
-    sections = _sections((ROOT / "docs/results.md").read_text())
+    sections = _sections((ROOT / "docs/results.md").read_text(encoding="utf-8"))
     files = [ROOT / "README.md", ROOT / "benchmarks/crf_sweep.py"]
     pointers = {(f.name, name) for f in files for name in _pointers(f)}
     assert len(pointers) >= 5  # the README's pointers were found at all
@@ -29,7 +29,7 @@ def test_pointers_into_docs_results_name_its_sections():
 
 
 def test_docs_results_names_its_own_sections_as_they_are():
-    text = (ROOT / "docs/results.md").read_text()
+    text = (ROOT / "docs/results.md").read_text(encoding="utf-8")
     sections = _sections(text)
     intro = text.split("\n## ", 1)[0]
     own = re.sub(r"\s+", " ", intro).split("one of this file's:", 1)[1].split("Inside a section", 1)[0]

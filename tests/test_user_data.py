@@ -214,7 +214,7 @@ def _readme_block(readme: str, lead: str) -> str:
 @pytest.mark.integration
 def test_the_readme_example_plans_every_job_and_boxes_every_case(tmp_path):
     """README "Your own data", "An example": its case sheet, box table and config as written."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     data = tmp_path / "hospital"
     (data / "slicer").mkdir(parents=True)
     (data / "ct").mkdir()
