@@ -50,7 +50,7 @@ def read_table(path: str | os.PathLike, what: str, **kwargs):
         return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", **kwargs)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {path} is not a {'TSV' if path.suffix in ('.tsv', '.txt') else 'CSV'} table: "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
 
 
 def read_image(path: str | os.PathLike, case: str = "?") -> sitk.Image:
