@@ -70,3 +70,21 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_mm) -> SegmentationScores:
         float(both.mean()),
         *volumes,
     )
+
+
+def paired_se(a, b, scale: float = 1.0) -> float:
+    """Standard error of the mean of ``a - scale * b`` over the pairs both have (two pandas
+    Series on the same index, e.g. (seed, case)); NaN with fewer than two pairs."""
+    d = (a - scale * b).dropna()
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
+
+
+def ratio_of_means(a, b) -> tuple[float, float, int]:
+    """mean(a) / mean(b) over the pairs both have, its standard error (delta method:
+    sd(a - R b) / (sqrt(n) mean(b))) and the number of pairs."""
+    both = a.to_frame("a").join(b.rename("b"), how="inner").dropna()
+    n = len(both)
+    if n == 0 or both["b"].mean() <= 0:
+        return np.nan, np.nan, n
+    ratio = float(both["a"].mean() / both["b"].mean())
+    return ratio, paired_se(both["a"], both["b"], ratio) / float(both["b"].mean()), n

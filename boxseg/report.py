@@ -13,9 +13,10 @@ from boxseg.io import read_image, read_json, read_label, write_text
 SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
 
-def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
+def summarise_metrics(metric_paths, out_metrics, out_summary, out_comparison=None) -> pd.DataFrame:
     """Concatenate per-case metric rows; per method and post-processing, the mean, sd, median and
-    count of finite values."""
+    count of finite values; with ``out_comparison``, each method against the fully supervised one
+    (``compare_to_full``)."""
     table = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
     table = table.sort_values(["method", "postprocess", "case"], kind="stable")
     rows = []
@@ -38,7 +39,34 @@ def summarise_metrics(metric_paths, out_metrics, out_summary) -> pd.DataFrame:
     summary = pd.DataFrame(rows)
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), out_metrics)
     write_text(summary.to_csv(sep="\t", index=False, float_format="%.6g"), out_summary)
+    if out_comparison is not None:
+        write_text(compare_to_full(table).to_csv(sep="\t", index=False, float_format="%.6g"), out_comparison)
     return summary
+
+
+COMPARISON_COLUMNS = ["method", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise"]
+
+
+def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method's mean test DSC as a fraction of the fully supervised model's (``full``) on
+    the same cases and post-processing, with the ratio's standard error over the cases;
+    ``within_4pct``: ratio >= 0.96; ``beyond_noise``: the ratio is at least two standard
+    errors from 0.96. No rows without a ``full`` method."""
+    from boxseg.metrics import ratio_of_means
+
+    rows = []
+    for (method, post), part in table.groupby(["method", "postprocess"], sort=False):
+        full = table[(table["method"] == "full") & (table["postprocess"] == post)]
+        if method == "full" or full.empty:
+            continue
+        mine, reference = (t.set_index("case")["dsc"].astype(float) for t in (part, full))
+        ratio, se, n = ratio_of_means(mine, reference)
+        if not n:
+            continue
+        noise = "" if not np.isfinite(se) else "yes" if abs(ratio - 0.96) >= 2 * se else "no"
+        within = "" if not np.isfinite(ratio) else "yes" if ratio >= 0.96 else "no"
+        rows.append([method, post, n, mine.mean(), reference.mean(), ratio, se, within, noise])
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _savefig(fig, path):

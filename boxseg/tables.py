@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from boxseg.metrics import paired_se
+
 TABLE1 = [
     ("weak_pm_wce", "none", "K=0 (pseudo-masks only), WCE"),
     ("weak_fm_wce", "none", "K=3, WCE"),
@@ -121,12 +123,6 @@ def _per_case(frame: pd.DataFrame, column: str, **where) -> pd.Series:
     return part.set_index(["seed", "case"])[column].astype(float)
 
 
-def _paired_se(a: pd.Series, b: pd.Series, scale: float = 1.0) -> float:
-    """Standard error of mean(a - scale * b) over the (seed, case) pairs both have."""
-    d = (a - scale * b).dropna()
-    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
-
-
 def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFrame) -> pd.DataFrame:
     """The paper's claims on these runs: one row per dataset, claim and margin (held: yes / no), after
     one row per dataset and claim over the margins (margin_mm empty; held: yes, no or "k of n").
@@ -151,7 +147,7 @@ def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFra
     for r in table3.itertuples() if {"pseudo_masks_mean", "fusion_masks_mean"} <= set(table3.columns) else []:
         if np.isfinite(r.fusion_masks_mean) and np.isfinite(r.pseudo_masks_mean):
             where = {"frame": labels, "dataset": r.dataset, "margin_mm": r.margin_mm}
-            se = _paired_se(_per_case(column="fusion_mask", **where), _per_case(column="pseudo_mask", **where))
+            se = paired_se(_per_case(column="fusion_mask", **where), _per_case(column="pseudo_mask", **where))
             add(r.dataset, "fusion_above_pseudo_masks", r.margin_mm, r.fusion_masks_mean > r.pseudo_masks_mean,
                 r.fusion_masks_mean, r.pseudo_masks_mean, se, "fusion masks vs pseudo-masks, training cases")
     for dataset, margin in sorted({(d, m) for d, m, *_ in score}):
@@ -164,14 +160,14 @@ def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFra
         vwce, wce = get("weak_fm_vwce", "none"), get("weak_fm_wce", "none")
         if vwce is not None and wce is not None:
             add(dataset, "vwce_at_least_wce", margin, vwce.dsc_mean >= wce.dsc_mean, vwce.dsc_mean, wce.dsc_mean,
-                _paired_se(cases("weak_fm_vwce", "none"), cases("weak_fm_wce", "none")), "K=3 VWCE vs K=3 WCE")
+                paired_se(cases("weak_fm_vwce", "none"), cases("weak_fm_wce", "none")), "K=3 VWCE vs K=3 WCE")
         hd = [(m, get(m, "none").hd_mean, get(m, "largest_component").hd_mean) for m, p in pairs
               if p == "none" and get(m, "none") is not None and get(m, "largest_component") is not None]
         hd = [(m, a, b) for m, a, b in hd if np.isfinite(a) and np.isfinite(b)]
         if hd:
             first = next((h for h in hd if h[0] == OURS[0]), hd[0])
             lower = sum(b < a for _, a, b in hd)
-            se = _paired_se(cases(first[0], "largest_component", "hd_mm"), cases(first[0], "none", "hd_mm"))
+            se = paired_se(cases(first[0], "largest_component", "hd_mm"), cases(first[0], "none", "hd_mm"))
             add(dataset, "filter_lowers_hd", margin, lower == len(hd), first[2], first[1], se,
                 f"lower for {lower} of {len(hd)} models (value: {first[0]}); " + ", ".join(f"{m} {a:.1f} -> {b:.1f} mm" for m, a, b in hd))
         ours = get(*OURS)
@@ -179,7 +175,7 @@ def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFra
         if ours is not None and baselines:
             best, best_row = max(baselines, key=lambda b: b[1].dsc_mean)
             add(dataset, "beats_baselines", margin, all(ours.dsc_mean > b.dsc_mean for _, b in baselines), ours.dsc_mean,
-                best_row.dsc_mean, _paired_se(cases(*OURS), cases(best, "largest_component")),
+                best_row.dsc_mean, paired_se(cases(*OURS), cases(best, "largest_component")),
                 "the method vs " + ", ".join(f"{m} {b.dsc_mean:.3f}" for m, b in baselines))
         full, at = get("full", "largest_component"), margin
         if full is None:  # fully supervised training does not use the boxes: the dataset's run of it, at any margin
@@ -188,7 +184,7 @@ def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFra
         if ours is not None and full is not None and full.dsc_mean > 0:
             full_cases = _per_case(metrics, "dsc", dataset=dataset, margin_mm=at, method="full", postprocess="largest_component")
             add(dataset, "weak_within_4pct_of_full", margin, ours.dsc_mean >= 0.96 * full.dsc_mean, ours.dsc_mean / full.dsc_mean,
-                0.96, _paired_se(cases(*OURS), full_cases, 0.96) / full.dsc_mean,
+                0.96, paired_se(cases(*OURS), full_cases, 0.96) / full.dsc_mean,
                 f"the method {ours.dsc_mean:.3f} / fully supervised {full.dsc_mean:.3f} (its run at {at:g} mm)")
     table = pd.DataFrame(rows, columns=columns)
     overall = []

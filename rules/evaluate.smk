@@ -30,7 +30,9 @@ rule evaluate:
 
 
 rule summarise:
-    """One row per test case and method, and per method the mean, sd and median of each score."""
+    """One row per test case and method, per method the mean, sd and median of each score, and
+    each method's DSC as a fraction of the fully supervised model's (when `full` runs).
+    """
     input:
         expand("results/metrics/{method}/{case}.tsv", method=METHODS, case=EVALUATED),
     output:
@@ -42,6 +44,11 @@ rule summarise:
         summary=report(
             "results/summary.tsv",
             caption="../report/summary.rst",
+            category="Evaluation",
+        ),
+        comparison=report(
+            "results/comparison.tsv",
+            caption="../report/comparison.rst",
             category="Evaluation",
         ),
     log:

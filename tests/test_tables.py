@@ -1,9 +1,12 @@
-"""The paper's tables and claims from per-case results (boxseg.tables), on hand-made figures."""
+"""The paper's tables and claims (boxseg.tables) and the comparison with the fully supervised model
+(boxseg.report), from per-case results, on hand-made figures."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from boxseg.metrics import ratio_of_means
+from boxseg.report import compare_to_full
 from boxseg.tables import CLAIMS, TABLE1, claims_table, label_table, score_table
 
 
@@ -85,3 +88,29 @@ def test_claims_over_margins_say_how_many_held_and_use_the_one_fully_supervised_
     assert "its run at 3.5 mm" in ratio["detail"].iloc[1]  # the 0 mm run has no fully supervised model of its own
     assert ratio["value"].iloc[3] == pytest.approx(0.85 / 0.85)
     assert set(claims["claim"]) == {"weak_within_4pct_of_full", "filter_lowers_hd"}  # nothing else can be judged
+
+
+def test_ratio_of_means_pairs_the_cases_and_gives_the_delta_method_standard_error():
+    a = pd.Series([1.0, 2.0, 3.0, 4.0, 9.0], index=list("pqrsx"))
+    b = pd.Series([2.0, 2.0, 4.0, 4.0], index=list("pqrs"))  # x has no partner: left out
+    ratio, se, n = ratio_of_means(a, b)
+    assert n == 4 and ratio == pytest.approx(10 / 12)
+    d = np.array([1, 2, 3, 4]) - ratio * np.array([2, 2, 4, 4])
+    assert se == pytest.approx(d.std(ddof=1) / np.sqrt(4) / 3.0)
+    assert np.isnan(ratio_of_means(a, b * 0)[0])  # a reference of DSC 0 has no ratio
+
+
+def test_each_method_is_compared_with_the_fully_supervised_one_on_the_same_cases():
+    rows = [{"method": m, "postprocess": p, "case": f"c{i}", "dsc": v}
+            for m, p, values in (("full", "none", [0.8, 0.8, 0.6, 0.6]), ("weak", "none", [0.79, 0.79, 0.59, 0.59]),
+                                 ("full", "largest_component", [0.8, 0.8, 0.6, 0.6]),
+                                 ("weak", "largest_component", [0.4, 0.8, 0.2, 0.6]))
+            for i, v in enumerate(values)]
+    table = compare_to_full(pd.DataFrame(rows)).set_index("postprocess")
+    assert list(table["method"]) == ["weak", "weak"] and (table["n"] == 4).all()
+    tight, loose = table.loc["none"], table.loc["largest_component"]
+    assert tight["ratio"] == pytest.approx(2.76 / 2.8) and tight["within_4pct"] == "yes" and tight["beyond_noise"] == "yes"
+    assert loose["ratio"] == pytest.approx(2.0 / 2.8) and loose["within_4pct"] == "no" and loose["beyond_noise"] == "no"
+    assert compare_to_full(pd.DataFrame([r for r in rows if r["method"] != "full"])).empty  # nothing to compare with
+    zero = compare_to_full(pd.DataFrame([{**r, "dsc": 0.0} if r["method"] == "full" else r for r in rows]))
+    assert zero["ratio"].isna().all() and (zero["within_4pct"].fillna("") == "").all()  # no ratio to a DSC of 0

@@ -55,6 +55,12 @@ class TestTinyWorkflow:
         summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
         assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 8
         assert summary["method"].tolist() == ["ccnn"] * 10 + ["full"] * 10 + ["sdi"] * 10 + ["weak"] * 10
+        comparison = pd.read_csv(tiny_run / "results/comparison.tsv", sep="\t")
+        assert sorted(comparison["method"]) == ["ccnn"] * 2 + ["sdi"] * 2 + ["weak"] * 2 and (comparison["n"] == 1).all()
+        both = comparison.merge(metrics.query("method == 'full'")[["postprocess", "dsc"]], on="postprocess")
+        assert np.allclose(both["dsc_full"], both["dsc_y"]) and both["ratio_se"].isna().all()  # one test case: no se
+        defined = both[both["dsc_y"] > 0]
+        assert np.allclose(defined["ratio"], defined["dsc_x"] / defined["dsc_y"])
         raw = metrics.query("postprocess == 'none'").set_index("method")
         filtered = metrics.query("postprocess == 'largest_component'").set_index("method")
         assert (filtered["volume_pred_ml"] <= raw["volume_pred_ml"] + 1e-9).all()  # the filter only removes voxels
