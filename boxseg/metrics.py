@@ -72,6 +72,15 @@ def score(pred: np.ndarray, ref: np.ndarray, spacing_mm) -> SegmentationScores:
     )
 
 
+NEAR_FULL = 0.96  # "within 4 % of fully supervised": the weak / full DSC ratio at least this
+
+
+def beyond_noise(difference: float, se: float) -> str:
+    """"yes" when ``difference`` is at least two standard errors from 0, "no" when not, ""
+    without a standard error (fewer than two cases)."""
+    return "" if not np.isfinite(se) else "yes" if abs(difference) >= 2 * se else "no"
+
+
 def paired_se(a, b, scale: float = 1.0) -> float:
     """Standard error of the mean of ``a - scale * b`` over the pairs both have (two pandas
     Series on the same index, e.g. (seed, case)); NaN with fewer than two pairs."""

@@ -50,9 +50,9 @@ COMPARISON_COLUMNS = ["method", "postprocess", "n", "dsc", "dsc_full", "ratio", 
 def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     """Each method's mean test DSC as a fraction of the fully supervised model's (``full``) on
     the same cases and post-processing, with the ratio's standard error over the cases;
-    ``within_4pct``: ratio >= 0.96; ``beyond_noise``: the ratio is at least two standard
-    errors from 0.96. No rows without a ``full`` method."""
-    from boxseg.metrics import ratio_of_means
+    ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at least two
+    standard errors from it. No rows without a ``full`` method."""
+    from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
 
     rows = []
     for (method, post), part in table.groupby(["method", "postprocess"], sort=False):
@@ -63,9 +63,8 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
         ratio, se, n = ratio_of_means(mine, reference)
         if not n:
             continue
-        noise = "" if not np.isfinite(se) else "yes" if abs(ratio - 0.96) >= 2 * se else "no"
-        within = "" if not np.isfinite(ratio) else "yes" if ratio >= 0.96 else "no"
-        rows.append([method, post, n, mine.mean(), reference.mean(), ratio, se, within, noise])
+        within = "" if not np.isfinite(ratio) else "yes" if ratio >= NEAR_FULL else "no"
+        rows.append([method, post, n, mine.mean(), reference.mean(), ratio, se, within, beyond_noise(ratio - NEAR_FULL, se)])
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
