@@ -46,10 +46,11 @@ def read_table(path: str | os.PathLike, what: str, **kwargs):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")
+    tsv = path.suffix in (".tsv", ".txt")
     try:
-        return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", **kwargs)
+        return pd.read_csv(path, sep="\t" if tsv else ",", **kwargs)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not a {'TSV' if path.suffix in ('.tsv', '.txt') else 'CSV'} table: "
+        raise ValueError(f"{what} {path} is not a {'TSV' if tsv else 'CSV'} table: "
                          f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
 
 
