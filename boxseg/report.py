@@ -9,6 +9,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from boxseg.io import read_image, read_json, read_label, write_text
+from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
 
 SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
@@ -52,8 +53,6 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     the same cases and post-processing, with the ratio's standard error over the cases;
     ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at least two
     standard errors from it. No rows without a ``full`` method."""
-    from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
-
     rows = []
     for (method, post), part in table.groupby(["method", "postprocess"], sort=False):
         full = table[(table["method"] == "full") & (table["postprocess"] == post)]
