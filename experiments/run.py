@@ -13,13 +13,15 @@ touch only what changed. A run that a killed Snakemake left locked is named
 with the fix (--unlock, when no Snakemake is running there). Then
 boxseg.tables writes table1-3.tsv and claims.tsv (the paper's claims checked
 on these runs), and report.html shows them with the figures and the runs'
-workflow time summed over calls (each run's run_times.tsv).
+workflow time summed over calls (each run's run_times.tsv; a call killed
+before it could write its time is timed from Snakemake's own log of it).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import calendar
 import subprocess
 import sys
 import time
@@ -83,23 +85,75 @@ def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=No
         cmd.append("--unlock")
     if rerun_triggers:
         cmd += ["--rerun-triggers", *rerun_triggers]
-    started, t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    timed = not (dry_run or unlock)  # the run's wall time, summed over calls and sessions in the report
+    if not unlock and not _locked_now(path):
+        _time_killed_calls(path)
+    started, t = time.time(), time.perf_counter()
+    if timed:
+        _write_times(path, _read_times(path) + [[_iso(started), "", ""]])  # open until the call returns
     with open(path / ("unlock.log" if unlock else "snakemake.log"), "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-    if not (dry_run or unlock):  # the run's wall time, summed over calls and sessions in the report
-        times = path / "run_times.tsv"
-        if not times.exists():
-            times.write_text("started\tseconds\trc\n")
-        with open(times, "a") as out:
-            out.write(f"{started}\t{time.perf_counter() - t:.0f}\t{rc}\n")
+    if timed:
+        _write_times(path, [row if row[0] != _iso(started) else [row[0], f"{time.perf_counter() - t:.0f}", str(rc)]
+                            for row in _read_times(path)])
     return rc
 
 
+TIMES_COLUMNS = ["started", "seconds", "rc"]
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _read_times(path: Path) -> list:
+    times = path / "run_times.tsv"
+    return [line.split("\t") for line in times.read_text().splitlines()[1:]] if times.exists() else []
+
+
+def _write_times(path: Path, rows: list):
+    tmp = path / "run_times.tsv.tmp"
+    tmp.write_text("".join("\t".join(row) + "\n" for row in [TIMES_COLUMNS, *rows]))
+    tmp.replace(path / "run_times.tsv")
+
+
+def _locked_now(path: Path) -> bool:
+    """Whether Snakemake holds (or a killed one left) a lock in the run: then a call may still be live."""
+    locks = path / ".snakemake" / "locks"
+    return locks.is_dir() and any(locks.iterdir())
+
+
+def _time_killed_calls(path: Path):
+    """A call killed with no chance to write its time (a session's end, kill -9) leaves its row open.
+    With no lock in the run, no call is live: time each open row to the last write of the log Snakemake
+    itself kept for that call (.snakemake/log/, named by its local start time; a lower bound of the
+    call's length), and mark it killed."""
+    rows = _read_times(path)
+    if not any(row[1] == "" for row in rows):
+        return
+    logs = []
+    for log in (path / ".snakemake" / "log").glob("*.snakemake.log"):
+        try:
+            logs.append((time.mktime(time.strptime(log.name[:17], "%Y-%m-%dT%H%M%S")), log.stat().st_mtime))
+        except ValueError:
+            continue
+    for row in rows:
+        if row[1] == "":
+            start = calendar.timegm(time.strptime(row[0], "%Y-%m-%dT%H:%M:%SZ"))
+            ends = [end for begun, end in sorted(logs) if begun >= start - 1]
+            row[1:] = [f"{ends[0] - start:.0f}" if ends else "", "killed"]
+    _write_times(path, rows)
+
+
 def workflow_time(runs: list) -> str:
-    """The time the runs' workflow calls took in all (every call so far, in any session), and how many."""
-    times = [pd.read_csv(r["path"] / "run_times.tsv", sep="\t") for r in runs if (r["path"] / "run_times.tsv").exists()]
+    """The time the runs' workflow calls took in all (every call so far, in any session), and how many;
+    calls killed with their session count to their last log line."""
+    times = [pd.read_csv(r["path"] / "run_times.tsv", sep="\t", dtype={"rc": str})
+             for r in runs if (r["path"] / "run_times.tsv").exists()]
     seconds, calls = sum(t["seconds"].sum() for t in times), sum(len(t) for t in times)
-    return f"their workflow calls took {seconds / 60:.1f} min in all ({calls} calls)"
+    killed = sum((t["rc"] == "killed").sum() for t in times)
+    note = f", {killed} of them killed and timed to their last log line" if killed else ""
+    return f"their workflow calls took {seconds / 60:.1f} min in all ({calls} calls{note})"
 
 
 def label(run: dict) -> str:

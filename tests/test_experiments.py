@@ -91,8 +91,13 @@ def test_a_run_left_locked_by_a_killed_snakemake_is_named_and_unlock_frees_it(tm
     out = subprocess.run(cmd + ["--unlock"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "unlocked" in out.stdout, out.stdout + out.stderr
     assert not locks.exists() or not any(locks.iterdir())
+    times = tmp_path / "runs/phantom/m3.5/seed0/run_times.tsv"
+    assert pd.read_csv(times, sep="\t", dtype={"rc": str})["rc"].fillna("open").tolist() == ["open", "1"]
     out = subprocess.run(cmd + ["--dry-run"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+    # no lock, so no call is live: the killed call is timed to the last write of Snakemake's own log of it
+    times = pd.read_csv(times, sep="\t", dtype={"rc": str})
+    assert times["rc"].tolist() == ["killed", "1"] and times["seconds"].notna().all() and (times["seconds"] >= 0).all()
 
 
 def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
