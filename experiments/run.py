@@ -14,7 +14,8 @@ with the fix (--unlock, when no Snakemake is running there). Then
 boxseg.tables writes table1-3.tsv and claims.tsv (the paper's claims checked
 on these runs), and report.html shows them with the figures and the runs'
 workflow time summed over calls (each run's run_times.tsv; a call killed
-before it could write its time is timed from Snakemake's own log of it).
+before it could write its time is timed from Snakemake's own log of it and
+the training checkpoints it wrote).
 """
 
 from __future__ import annotations
@@ -125,9 +126,11 @@ def _locked_now(path: Path) -> bool:
 
 def _time_killed_calls(path: Path):
     """A call killed with no chance to write its time (a session's end, kill -9) leaves its row open.
-    With no lock in the run, no call is live: time each open row to the last write of the log Snakemake
-    itself kept for that call (.snakemake/log/, named by its local start time; a lower bound of the
-    call's length), and mark it killed."""
+    With no lock in the run, no call is live: time each open row to the last write the call left, a
+    lower bound of its length, and mark it killed. That is the later of the log Snakemake itself kept
+    for the call (.snakemake/log/, named by its local start time; last written when a job started or
+    ended) and any training checkpoint written after the call began and before the next one (written
+    every few hundred steps, so a call killed inside a long training job is not cut to that job's start)."""
     rows = _read_times(path)
     if not any(row[1] == "" for row in rows):
         return
@@ -137,11 +140,14 @@ def _time_killed_calls(path: Path):
             logs.append((time.mktime(time.strptime(log.name[:17], "%Y-%m-%dT%H%M%S")), log.stat().st_mtime))
         except ValueError:
             continue
-    for row in rows:
+    checkpoints = [p.stat().st_mtime for p in (path / "results").rglob("checkpoint*.pt")]
+    starts = [calendar.timegm(time.strptime(row[0], "%Y-%m-%dT%H:%M:%SZ")) for row in rows]
+    for i, row in enumerate(rows):
         if row[1] == "":
-            start = calendar.timegm(time.strptime(row[0], "%Y-%m-%dT%H:%M:%SZ"))
-            ends = [end for begun, end in sorted(logs) if begun >= start - 1]
-            row[1:] = [f"{ends[0] - start:.0f}" if ends else "", "killed"]
+            start, until = starts[i], starts[i + 1] if i + 1 < len(rows) else time.time()
+            ends = [end for begun, end in sorted(logs) if begun >= start - 1][:1]
+            ends += [t for t in checkpoints if start <= t < until]
+            row[1:] = [f"{max(ends) - start:.0f}" if ends else "", "killed"]
     _write_times(path, rows)
 
 

@@ -100,6 +100,34 @@ def test_a_run_left_locked_by_a_killed_snakemake_is_named_and_unlock_frees_it(tm
     assert times["rc"].tolist() == ["killed", "1"] and times["seconds"].notna().all() and (times["seconds"] >= 0).all()
 
 
+def test_a_killed_call_is_timed_to_its_last_checkpoint_when_that_is_later_than_its_log(tmp_path):
+    """A call killed inside a long training job last wrote Snakemake's log when the job started; the
+    job's checkpoint, written later, bounds the call's length better. Checkpoints of other calls do not count."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from run import _read_times, _time_killed_calls, _write_times
+
+    start = 1_800_000_000  # whole seconds, UTC
+    iso = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + d)) for d in (0, 5000)]
+    _write_times(tmp_path, [[iso[0], "", ""], [iso[1], "7", "0"]])
+    log = tmp_path / ".snakemake/log" / time.strftime("%Y-%m-%dT%H%M%S.000001.snakemake.log", time.localtime(start + 1))
+    log.parent.mkdir(parents=True)
+    log.write_text("a job started\n")
+    os.utime(log, (start + 60, start + 60))
+    for name, written in (("model_0", start + 3000), ("model_1", start + 4000), ("model_2", start + 6000), ("old", start - 10)):
+        checkpoint = tmp_path / "results/group" / name / "checkpoint.pt"
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_bytes(b"")
+        os.utime(checkpoint, (written, written))
+    _time_killed_calls(tmp_path)
+    assert _read_times(tmp_path) == [[iso[0], "4000", "killed"], [iso[1], "7", "0"]]  # model_2 is the next call's
+    checkpoints = list((tmp_path / "results").rglob("checkpoint.pt"))
+    for checkpoint in checkpoints:
+        checkpoint.unlink()
+    _write_times(tmp_path, [[iso[0], "", ""]])
+    _time_killed_calls(tmp_path)
+    assert _read_times(tmp_path) == [[iso[0], "60", "killed"]]  # no checkpoint: the log's last write
+
+
 def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
     from snakemake.utils import validate
 
