@@ -89,13 +89,13 @@ def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=No
     timed = not (dry_run or unlock)  # the run's wall time, summed over calls and sessions in the report
     if not unlock and not _locked_now(path):
         _time_killed_calls(path)
-    started, t = time.time(), time.perf_counter()
+    started, t = _iso(time.time()), time.perf_counter()
     if timed:
-        _write_times(path, _read_times(path) + [[_iso(started), "", ""]])  # open until the call returns
+        _write_times(path, _read_times(path) + [[started, "", ""]])  # open until the call returns
     with open(path / ("unlock.log" if unlock else "snakemake.log"), "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if timed:
-        _write_times(path, [row if row[0] != _iso(started) else [row[0], f"{time.perf_counter() - t:.0f}", str(rc)]
+        _write_times(path, [row if row[0] != started else [started, f"{time.perf_counter() - t:.0f}", str(rc)]
                             for row in _read_times(path)])
     return rc
 
@@ -153,13 +153,12 @@ def _time_killed_calls(path: Path):
 
 def workflow_time(runs: list) -> str:
     """The time the runs' workflow calls took in all (every call so far, in any session), and how many;
-    calls killed with their session count to their last log line."""
-    times = [pd.read_csv(r["path"] / "run_times.tsv", sep="\t", dtype={"rc": str})
-             for r in runs if (r["path"] / "run_times.tsv").exists()]
-    seconds, calls = sum(t["seconds"].sum() for t in times), sum(len(t) for t in times)
-    killed = sum((t["rc"] == "killed").sum() for t in times)
-    note = f", {killed} of them killed and timed to their last log line" if killed else ""
-    return f"their workflow calls took {seconds / 60:.1f} min in all ({calls} calls{note})"
+    calls killed with their session count to their last log line or checkpoint (_time_killed_calls)."""
+    rows = [row for r in runs for row in _read_times(r["path"])]
+    seconds = sum(float(row[1]) for row in rows if row[1])
+    killed = sum(row[2] == "killed" for row in rows)
+    note = f", {killed} of them killed and timed to their last log line or checkpoint" if killed else ""
+    return f"their workflow calls took {seconds / 60:.1f} min in all ({len(rows)} calls{note})"
 
 
 def label(run: dict) -> str:
