@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 EXPERIMENTS ?= experiments/experiments.yaml
+TRAINING_THREADS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slurm experiments setup report lint clean
@@ -29,9 +30,11 @@ test: $(STAMP)
 
 # The paper's tables on rendered KiTS19 (data/kits19-ct) and IBSI (../shared/data/ibsi-sts):
 # results/tables/table1-3.tsv and report.html. Long: see README "Experiments";
-# EXPERIMENTS=experiments/quick.yaml runs the same set at a quick budget.
+# EXPERIMENTS=experiments/quick.yaml runs the same set at a quick budget; TRAINING_THREADS=1
+# trains with one thread per job, CORES jobs side by side (README "Experiments").
 experiments: $(STAMP)
-	$(BIN)/python experiments/run.py --config $(EXPERIMENTS) --cores $(CORES)
+	$(BIN)/python experiments/run.py --config $(EXPERIMENTS) --cores $(CORES) \
+	  $(if $(TRAINING_THREADS),--training-threads $(TRAINING_THREADS))
 
 # A real single-node SLURM cluster on localhost (installs Debian's slurm-wlm; needs root).
 test-slurm: $(STAMP)

@@ -2,7 +2,7 @@
 """Run the experiment set and write the paper's tables and figures.
 
 usage: python experiments/run.py [--config experiments/experiments.yaml] [--cores 2]
-                                 [--tables-only] [--dry-run] [--unlock]
+                                 [--training-threads N] [--tables-only] [--dry-run] [--unlock]
                                  [--rerun-triggers mtime input ...]
 
 Each (dataset, margin, seed) is an ordinary workflow run in its own directory
@@ -75,7 +75,11 @@ def plan(config: dict, root: Path) -> list:
 LOCKED = "Directory cannot be locked"  # Snakemake's LockException
 
 
-def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=None, unlock: bool = False) -> int:
+TRAINING_RULES = ("train_group", "train_final")  # the rules that train a network (threads: 4 in rules/)
+
+
+def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=None, unlock: bool = False,
+                 training_threads: int | None = None) -> int:
     path = run["path"]
     path.mkdir(parents=True, exist_ok=True)
     (path / "experiment.yaml").write_text(yaml.safe_dump(run["layer"], sort_keys=False))
@@ -86,6 +90,8 @@ def run_workflow(run: dict, cores: int, dry_run: bool = False, rerun_triggers=No
         cmd.append("--unlock")
     if rerun_triggers:
         cmd += ["--rerun-triggers", *rerun_triggers]
+    if training_threads:  # fewer threads per training job, more of them side by side (benchmarks/threads_bench.py)
+        cmd += ["--set-threads", *(f"{rule}={training_threads}" for rule in TRAINING_RULES)]
     timed = not (dry_run or unlock)  # the run's wall time, summed over calls and sessions in the report
     if not unlock and not _locked_now(path):
         _time_killed_calls(path)
@@ -232,6 +238,11 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="plan every run with snakemake -n")
     ap.add_argument("--unlock", action="store_true",
                     help="remove the locks a killed Snakemake left in the runs (only when none is running there)")
+    ap.add_argument("--training-threads", type=int, metavar="N",
+                    help="torch threads per training job (default: the rules' threads, at most --cores); with fewer, "
+                         "more training jobs run side by side: on 2 CPU cores, two 1-thread jobs train 1.1-1.3x the steps "
+                         "of one 2-thread job (benchmarks/threads_bench.py). It changes the trained weights, as "
+                         "another machine would")
     ap.add_argument("--rerun-triggers", nargs="+", choices=["mtime", "params", "input", "software-env", "code"],
                     help="passed to snakemake (default: the profile's, all of them)")
     args = ap.parse_args(argv)
@@ -249,7 +260,7 @@ def main(argv=None):
     if not args.tables_only:
         for run in runs:
             t = time.perf_counter()
-            rc = run_workflow(run, args.cores, args.dry_run, args.rerun_triggers)
+            rc = run_workflow(run, args.cores, args.dry_run, args.rerun_triggers, training_threads=args.training_threads)
             print(f"{label(run)}: rc {rc}, {time.perf_counter() - t:.0f} s "
                   f"({run['path'] / 'snakemake.log'})", flush=True)
             if rc:

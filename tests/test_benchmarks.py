@@ -1,5 +1,6 @@
 """The benchmark scripts run (tiny inputs): ROIs saved for a machine without SimpleITK
-give the same ConvCRF result as the images, and the training benchmark reports a step time."""
+give the same ConvCRF result as the images, the training benchmark reports a step time and the
+threads benchmark each layout's throughput."""
 
 import importlib.util
 from pathlib import Path
@@ -57,6 +58,17 @@ def test_train_bench_reports_step_time(capsys):
     assert lines[1].startswith("device\tsec_per_step")
     device, step_s, *_ = lines[2].split("\t")
     assert device == "cpu" and float(step_s) > 0
+
+
+def test_threads_bench_reports_each_layouts_throughput(capsys):
+    bench = _load("threads_bench")
+    bench.main(["--config", str(ROOT / "tests" / "tiny_config.yaml"), "--steps", "2", "--repeats", "1",
+                "--layouts", "1x1", "2x1", "--roi", "16", "16", "16"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("repeat 1, 1x1: s/step per job") and len(out[1].split(",")) == 3  # repeat 1, 2x1: two jobs
+    rows = [line.split("\t") for line in out[-2:]]
+    assert out[-3].startswith("layout\tjobs") and [r[0] for r in rows] == ["1x1", "2x1"]
+    assert rows[0][-1] == "1.00" and all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
 
 
 def test_crf_sweep_ranks_grid_points_by_dev_dsc(tmp_path, capsys):

@@ -24,8 +24,13 @@ def test_experiment_driver_writes_the_three_tables_the_claims_and_the_report(tmp
     }
     (tmp_path / "experiments.yaml").write_text(yaml.safe_dump(config))
     out = subprocess.run([sys.executable, str(ROOT / "experiments/run.py"), "--config", str(tmp_path / "experiments.yaml"),
-                          "--root", str(tmp_path), "--cores", "2"], cwd=tmp_path, capture_output=True, text=True, check=False)
+                          "--root", str(tmp_path), "--cores", "2", "--training-threads", "1"],
+                         cwd=tmp_path, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    # --training-threads: every training job used that many torch threads (the rules' own: 2 here)
+    train_logs = sorted((tmp_path / "runs/phantom").glob("m*/seed0/logs/train_*/*.log"))
+    assert len(train_logs) == 2 * 4 + 1, train_logs  # per margin 2 group models and 2 final models; full at 3.5 mm
+    assert all(", 1 thread(s)" in log.read_text() for log in train_logs)
     t1 = pd.read_csv(tmp_path / "tables/table1.tsv", sep="\t")
     assert t1.groupby("margin_mm")["setting"].apply(list).to_dict() == {
         0.0: ["K=0 (pseudo-masks only), WCE", "K=3, VWCE", "K=3, VWCE + largest component"],
