@@ -246,6 +246,8 @@ def main(argv=None):
     ap.add_argument("--rerun-triggers", nargs="+", choices=["mtime", "params", "input", "software-env", "code"],
                     help="passed to snakemake (default: the profile's, all of them)")
     args = ap.parse_args(argv)
+    if args.training_threads is not None and args.training_threads < 1:
+        ap.error(f"--training-threads {args.training_threads}: at least 1")
     root = Path(args.root).resolve()
     config = yaml.safe_load(Path(args.config).read_text())
     runs = plan(config, root)

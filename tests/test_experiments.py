@@ -152,3 +152,10 @@ def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
         config = _merge(_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), dataset_config), run["layer"])
         validate(config, str(ROOT / "schemas/config.schema.yaml"))
         assert config["final_training"]["steps"] < dataset_config["final_training"]["steps"]
+
+
+def test_training_threads_below_one_are_refused():
+    """(That a thread count reaches every training job is checked on the real driver run above.)"""
+    out = subprocess.run([sys.executable, str(ROOT / "experiments/run.py"), "--training-threads", "0"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2 and "--training-threads 0: at least 1" in out.stderr
