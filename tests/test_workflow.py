@@ -108,6 +108,21 @@ class TestTinyWorkflow:
         assert quality.loc["mean_unseen", ["box", "pseudo_mask", "fusion_mask"]].isna().all()
         assert not list(r.glob("**/checkpoint.pt"))
 
+    def test_fusion_sweep_reproduces_the_runs_fusion_masks(self, tiny_run, tmp_path):
+        """benchmarks/fusion_sweep.py at threshold 0.5 and the run's settings fuses as the fuse rule did."""
+        out = tmp_path / "sweep.tsv"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/fusion_sweep.py"), str(tiny_run), "--thresholds", "0.5", "0.9",
+                        "--config", str(ROOT / "config.yaml"), str(tiny_run / "config.yaml"), "--dev-cases", "2",
+                        "--grid", "weight_appearance=3.0,0.3", "--out", str(out), "--threads", "1"],
+                       check=True, capture_output=True, text=True)
+        sweep = pd.read_csv(out, sep="\t")
+        assert list(zip(sweep["threshold"], sweep["weight_appearance"])) == [(0.5, 3.0), (0.5, 0.3), (0.9, 3.0), (0.9, 0.3)]
+        quality = pd.read_csv(tiny_run / "results/label_quality.tsv", sep="\t").set_index("case")
+        assert sweep.loc[0, "fm_all"] == pytest.approx(quality.loc["mean", "fusion_mask"], abs=1e-4)
+        assert sweep.loc[0, "fm_dev"] == pytest.approx(quality.loc[["case_00000", "case_00001"], "fusion_mask"].mean(), abs=1e-4)
+        assert np.allclose(sweep["pm_all"], quality.loc["mean", "pseudo_mask"], atol=1e-4)
+        assert sweep[["union_all", "fm_all"]].apply(lambda c: c.between(0, 1)).all().all()
+
     def test_rerun_is_a_no_op(self, tiny_run):
         out = _run(["--configfile", "config.yaml", "--cores", "1", "-n"], tiny_run).stdout
         assert "Nothing to be done" in out

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Fusion-mask DSC of a finished run's training cases, by group-mask threshold and fusion ConvCRF settings.
+
+usage: python benchmarks/fusion_sweep.py RUN_DIR [--thresholds 0.5 0.833]
+       [--grid KEY=V1,V2 ...] [--config config.yaml [LAYER.yaml ...]] [--dev-cases 8]
+       [--out SWEEP.tsv] [--threads 2]
+
+RUN_DIR is a working directory in which the workflow ran with K >= 1 and labelled
+training cases (research mode): its ``results/`` holds each training case's ROI image
+and label, box record, pseudo-mask and the group models. The group models predict
+every training case again (their probabilities); each point (threshold x grid point,
+the grid over the ``crf`` section of the layered configs, which the fuse rule uses)
+fuses them as the workflow does, FM = ConvCRF(PM or P1 ... or PK) with Pk = probability
+> threshold. At threshold 0.5 and the run's own settings it reproduces the run's
+fusion masks (``results/label_quality.tsv``). The group models train with class
+weights (0.2 for background by default), which shifts their decisions toward lesion:
+with weights w0, w1 the unweighted posterior's 0.5 lies at w1 / (w0 + w1) (0.833).
+
+One row per point: mean DSC against the reference of the union and of FM on the
+first ``--dev-cases`` training cases (sorted by name), on the others and on all, the
+pseudo-masks' for comparison, and FM's median volume as a multiple of the reference's
+in the smallest and the largest third of the lesions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from crf_sweep import parse_grid
+
+from boxseg.convcrf import CRFParams, refine_mask
+from boxseg.fusion import fusion_union
+from boxseg.io import read_json
+from boxseg.metrics import dice
+from boxseg.pipeline import _array, _spacing_zyx, roi_boxes
+from boxseg.preprocess import roi_box_mask
+from boxseg.training import load_model, predict_probability
+
+
+def merged(paths):
+    """Config files layered as Snakemake layers --configfile: nested keys updated."""
+
+    def update(into, layer):
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                update(into[key], value)
+            else:
+                into[key] = value
+        return into
+
+    config = {}
+    for path in paths:
+        update(config, yaml.safe_load(Path(path).read_text()))
+    return config
+
+
+def training_cases(run_dir: Path):
+    """(case, ROI image, ROI grid, reference, pseudo-mask, box region, spacing) of each
+    training case of the run, sorted by name."""
+    results = run_dir / "results"
+    cases = pd.read_csv(results / "cases.tsv", sep="\t", dtype=str)
+    for case in sorted(cases.loc[cases["split"] == "train", "case"]):
+        roi_dir = results / "roi" / case
+        image, roi = _array(roi_dir / "image.nii.gz", case)
+        label = roi_dir / "label.nii.gz"
+        if not label.exists():
+            raise SystemExit(f"{case}: no reference label at {label} (the sweep needs research mode)")
+        reference = _array(label, case, np.uint8)[0] > 0
+        pseudo_mask = _array(results / "pseudomasks" / f"{case}.nii.gz", case, np.uint8)[0] > 0
+        boxes = roi_boxes(read_json(results / "boxes" / f"{case}.json"), roi_dir / "geometry.json", roi)
+        yield case, image, reference, pseudo_mask, roi_box_mask(boxes, image.shape), _spacing_zyx(roi)
+
+
+def group_probabilities(run_dir: Path, images, device="cpu"):
+    paths = sorted((run_dir / "results" / "group").glob("model_*/model.pt"))
+    if not paths:
+        raise SystemExit(f"no group models under {run_dir / 'results' / 'group'} (the run needs K >= 1)")
+    models = [load_model(path, device) for path in paths]
+    return [[predict_probability(model, image, patch, device) for model, patch in models] for image in images]
+
+
+def sweep(cases, probabilities, thresholds, base: dict, grid: dict, dev_cases: int):
+    volumes = np.array([c[2].sum() for c in cases], float)
+    small = volumes <= np.quantile(volumes, 1 / 3)
+    large = volumes >= np.quantile(volumes, 2 / 3)
+    dev = np.arange(len(cases)) < dev_cases
+    pm = np.array([dice(c[3], c[2]) for c in cases])
+    rows = []
+    for threshold, values in itertools.product(thresholds, itertools.product(*grid.values())):
+        point = dict(zip(grid, values))
+        params = CRFParams.from_dict({**base, **point})
+        union_dsc, fm_dsc, fm_ratio = [], [], []
+        for (case, image, reference, pseudo_mask, allowed, spacing), probs in zip(cases, probabilities):
+            union = fusion_union(pseudo_mask, [p > threshold for p in probs])
+            fusion = refine_mask(image, union, allowed, spacing, params, device="cpu") > 0.5
+            union_dsc.append(dice(union & allowed, reference))
+            fm_dsc.append(dice(fusion, reference))
+            fm_ratio.append(fusion.sum() / max(reference.sum(), 1))
+        union_dsc, fm_dsc, fm_ratio = map(np.array, (union_dsc, fm_dsc, fm_ratio))
+        row = {"threshold": threshold, **point}
+        for name, scores in (("union", union_dsc), ("fm", fm_dsc), ("pm", pm)):
+            row.update({f"{name}_dev": scores[dev].mean() if dev.any() else np.nan,
+                        f"{name}_held_out": scores[~dev].mean() if (~dev).any() else np.nan,
+                        f"{name}_all": scores.mean()})
+        row["fm_volume_small"] = float(np.median(fm_ratio[small]))
+        row["fm_volume_large"] = float(np.median(fm_ratio[large]))
+        rows.append(row)
+        print(f"threshold {threshold} {point}: FM dev {row['fm_dev']:.3f}, all {row['fm_all']:.3f} "
+              f"(PM {row['pm_all']:.3f})", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.833])
+    ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2")
+    ap.add_argument("--config", nargs="+", default=[str(ROOT / "config.yaml")],
+                    help="the run's config files, in the order it layered them")
+    ap.add_argument("--dev-cases", type=int, default=8)
+    ap.add_argument("--out")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    base = merged(args.config)["crf"]
+    grid = parse_grid(args.grid)
+    CRFParams.from_dict({**base, **{k: v[0] for k, v in grid.items()}})  # unknown keys fail before any work
+    cases = list(training_cases(args.run_dir))
+    if not cases:
+        sys.exit(f"no training cases in {args.run_dir / 'results' / 'cases.tsv'}")
+    table = sweep(cases, group_probabilities(args.run_dir, [c[1] for c in cases]), args.thresholds, base, grid, args.dev_cases)
+    if args.out:
+        table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
+    with pd.option_context("display.width", 200):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
