@@ -66,7 +66,8 @@ if K > 0:
         resources:
             gpu=1,
         params:
-            crf=settings("crf"),
+            crf=settings("crf") | settings("fusion_crf"),
+            threshold=config["fusion"]["threshold"],
             device=config["device"],
         script:
             "../workflow_scripts/fuse.py"

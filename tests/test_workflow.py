@@ -123,6 +123,22 @@ class TestTinyWorkflow:
         assert np.allclose(sweep["pm_all"], quality.loc["mean", "pseudo_mask"], atol=1e-4)
         assert sweep[["union_all", "fm_all"]].apply(lambda c: c.between(0, 1)).all().all()
 
+    def test_changed_fusion_settings_rerun_fusion_and_what_follows(self, tiny_run, tmp_path):
+        work = _copy_run(tiny_run, tmp_path)
+        config = yaml.safe_load((work / "config.yaml").read_text())
+        config["fusion"] = {"threshold": 0.833}
+        config["fusion_crf"] = {"weight_appearance": 0.3}
+        (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        out = _run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout
+        counts = _job_counts(out)
+        assert counts["fuse"] == 4 and counts["train_final"] == 1 and counts["infer"] == 1  # weak only
+        for rule in ("preprocess", "pseudo_mask", "group_training_set", "train_group"):
+            assert rule not in counts
+        config["fusion"] = {"threshold": 1.0}
+        (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        bad = _run(["--configfile", "config.yaml", "--cores", "1", "-n"], work, check=False)
+        assert bad.returncode != 0 and "threshold" in bad.stdout + bad.stderr
+
     def test_rerun_is_a_no_op(self, tiny_run):
         out = _run(["--configfile", "config.yaml", "--cores", "1", "-n"], tiny_run).stdout
         assert "Nothing to be done" in out

@@ -14,6 +14,7 @@ run_step(
         s.output.fusion,
         s.output.weight,
         crf_params=s.params.crf,
+        threshold=s.params.threshold,
         threads=s.threads,
         device=s.params.device,
     ),
