@@ -9,10 +9,10 @@ RUN_DIR is a working directory in which the workflow ran with K >= 1 and labelle
 training cases (research mode): its ``results/`` holds each training case's ROI image
 and label, box record, pseudo-mask and the group models. The group models predict
 every training case again (their probabilities); each point (threshold x grid point,
-the grid over the ``crf`` section of the layered configs, which the fuse rule uses)
+the grid over the layered configs' ``crf`` with ``fusion_crf`` over it, as the fuse rule uses them)
 fuses them as the workflow does, FM = ConvCRF(PM or P1 ... or PK) with Pk = probability
-> threshold. At threshold 0.5 and the run's own settings it reproduces the run's
-fusion masks (``results/label_quality.tsv``). The group models train with class
+> threshold. At the run's own threshold (``fusion``, default 0.5) and settings it
+reproduces the run's fusion masks (``results/label_quality.tsv``). The group models train with class
 weights (0.2 for background by default), which shifts their decisions toward lesion:
 with weights w0, w1 the unweighted posterior's 0.5 lies at w1 / (w0 + w1) (0.833).
 
@@ -136,7 +136,8 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    base = merged(args.config)["crf"]
+    config = merged(args.config)
+    base = {**config["crf"], **(config.get("fusion_crf") or {})}  # as the fuse rule merges them
     grid = parse_grid(args.grid)
     CRFParams.from_dict({**base, **{k: v[0] for k, v in grid.items()}})  # unknown keys fail before any work
     cases = list(training_cases(args.run_dir))
