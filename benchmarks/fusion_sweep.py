@@ -25,6 +25,7 @@ in the smallest and the largest third of the lesions.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 from pathlib import Path
@@ -46,27 +47,16 @@ from boxseg.metrics import dice
 from boxseg.pipeline import _array, _spacing_zyx, roi_boxes
 from boxseg.preprocess import roi_box_mask
 from boxseg.training import load_model, predict_probability
+from experiments.run import _merge
 
 
 def merged(paths):
-    """Config files layered as Snakemake layers --configfile: nested keys updated."""
-
-    def update(into, layer):
-        for key, value in (layer or {}).items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                update(into[key], value)
-            else:
-                into[key] = value
-        return into
-
-    config = {}
-    for path in paths:
-        update(config, yaml.safe_load(Path(path).read_text()))
-    return config
+    """Config files layered as Snakemake layers --configfile (the experiment driver's merge)."""
+    return functools.reduce(_merge, (yaml.safe_load(Path(path).read_text()) or {} for path in paths), {})
 
 
 def training_cases(run_dir: Path):
-    """(case, ROI image, ROI grid, reference, pseudo-mask, box region, spacing) of each
+    """(case, ROI image, reference, pseudo-mask, box region, spacing) of each
     training case of the run, sorted by name."""
     results = run_dir / "results"
     cases = pd.read_csv(results / "cases.tsv", sep="\t", dtype=str)
