@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fusion-mask DSC of a finished run's training cases, by group-mask threshold and fusion ConvCRF settings.
 
-usage: python benchmarks/fusion_sweep.py RUN_DIR [--thresholds 0.5 0.833]
+usage: python benchmarks/fusion_sweep.py RUN_DIR [--thresholds T ...]
        [--grid KEY=V1,V2 ...] [--config config.yaml [LAYER.yaml ...]] [--dev-cases 8]
        [--out SWEEP.tsv] [--threads 2]
 
@@ -15,6 +15,8 @@ fuses them as the workflow does, FM = ConvCRF(PM or P1 ... or PK) with Pk = prob
 reproduces the run's fusion masks (``results/label_quality.tsv``). The group models train with class
 weights (0.2 for background by default), which shifts their decisions toward lesion:
 with weights w0, w1 the unweighted posterior's 0.5 lies at w1 / (w0 + w1) (0.833).
+Without ``--thresholds`` the sweep tries these two: the run's own threshold and that
+point of the layered configs' ``group_training.class_weights``.
 
 One row per point: mean DSC against the reference of the union and of FM on the
 first ``--dev-cases`` training cases (sorted by name), on the others and on all, the
@@ -53,6 +55,17 @@ from experiments.run import _merge
 def merged(paths):
     """Config files layered as Snakemake layers --configfile (the experiment driver's merge)."""
     return functools.reduce(_merge, (yaml.safe_load(Path(path).read_text()) or {} for path in paths), {})
+
+
+def default_thresholds(config: dict) -> list[float]:
+    """The run's fusion threshold and the point where the group models' class weights
+    put the unweighted posterior's 0.5, w1 / (w0 + w1); one value where they agree."""
+    w0, w1 = config["group_training"]["class_weights"]
+    own = (config.get("fusion") or {}).get("threshold", 0.5)
+    points = {round(float(own), 3)}
+    if w0 + w1 > 0:
+        points.add(round(w1 / (w0 + w1), 3))
+    return sorted(points)
 
 
 def training_cases(run_dir: Path):
@@ -114,7 +127,8 @@ def sweep(cases, probabilities, thresholds, base: dict, grid: dict, dev_cases: i
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.833])
+    ap.add_argument("--thresholds", type=float, nargs="+",
+                    help="default: the run's fusion threshold and w1 / (w0 + w1) of its group class weights")
     ap.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2")
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "config.yaml")],
                     help="the run's config files, in the order it layered them")
@@ -133,7 +147,8 @@ def main(argv=None):
     cases = list(training_cases(args.run_dir))
     if not cases:
         sys.exit(f"no training cases in {args.run_dir / 'results' / 'cases.tsv'}")
-    table = sweep(cases, group_probabilities(args.run_dir, [c[1] for c in cases]), args.thresholds, base, grid, args.dev_cases)
+    thresholds = args.thresholds or default_thresholds(config)
+    table = sweep(cases, group_probabilities(args.run_dir, [c[1] for c in cases]), thresholds, base, grid, args.dev_cases)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
     with pd.option_context("display.width", 200):

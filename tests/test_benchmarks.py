@@ -85,3 +85,16 @@ def test_crf_sweep_ranks_grid_points_by_dev_dsc(tmp_path, capsys):
     assert {"dev_kits19_0", "dev_kits19_3.5", "dev_mean", "held_mean"} <= set(table.columns)
     assert table["dev_mean"].iloc[0] > table["dev_mean"].iloc[1] and table["held_mean"].notna().all()
     assert "prior_weight=3" in capsys.readouterr().out
+
+
+def test_fusion_sweep_default_thresholds_are_the_runs_and_the_class_weight_point():
+    """Without --thresholds: the run's fusion threshold and w1 / (w0 + w1) of the group class weights."""
+    default_thresholds = _load("fusion_sweep").default_thresholds
+    config = {"group_training": {"class_weights": [0.2, 1.0]}, "fusion": {"threshold": 0.5}}
+    assert default_thresholds(config) == [0.5, 0.833]
+    config["fusion"]["threshold"] = 0.7
+    config["group_training"]["class_weights"] = [1.0, 1.0]
+    assert default_thresholds(config) == [0.5, 0.7]
+    config["fusion"]["threshold"] = 0.5
+    assert default_thresholds(config) == [0.5]
+    assert default_thresholds({"group_training": {"class_weights": [0.25, 1.0]}}) == [0.5, 0.8]
