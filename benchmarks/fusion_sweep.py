@@ -63,7 +63,7 @@ def default_thresholds(config: dict) -> list[float]:
     w0, w1 = config["group_training"]["class_weights"]
     own = (config.get("fusion") or {}).get("threshold", 0.5)
     points = {round(float(own), 3)}
-    if w0 + w1 > 0:
+    if w0 > 0 and w1 > 0:  # 0 < point < 1, as the workflow's threshold must be
         points.add(round(w1 / (w0 + w1), 3))
     return sorted(points)
 

@@ -98,3 +98,4 @@ def test_fusion_sweep_default_thresholds_are_the_runs_and_the_class_weight_point
     config["fusion"]["threshold"] = 0.5
     assert default_thresholds(config) == [0.5]
     assert default_thresholds({"group_training": {"class_weights": [0.25, 1.0]}}) == [0.5, 0.8]
+    assert default_thresholds({"group_training": {"class_weights": [0.0, 1.0]}}) == [0.5]
