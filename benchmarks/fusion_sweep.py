@@ -124,6 +124,14 @@ def sweep(cases, probabilities, thresholds, base: dict, grid: dict, dev_cases: i
     return pd.DataFrame(rows)
 
 
+def report(table: pd.DataFrame, out=None):
+    """Write the table as TSV to ``out`` (if given) and print it."""
+    if out:
+        table.to_csv(out, sep="\t", index=False, float_format="%.4f")
+    with pd.option_context("display.width", 200):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -149,10 +157,7 @@ def main(argv=None):
         sys.exit(f"no training cases in {args.run_dir / 'results' / 'cases.tsv'}")
     thresholds = args.thresholds or default_thresholds(config)
     table = sweep(cases, group_probabilities(args.run_dir, [c[1] for c in cases]), thresholds, base, grid, args.dev_cases)
-    if args.out:
-        table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
-    with pd.option_context("display.width", 200):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    report(table, args.out)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,23 @@ class TestTinyWorkflow:
         assert quality.loc["mean_unseen", ["box", "pseudo_mask", "fusion_mask"]].isna().all()
         assert not list(r.glob("**/checkpoint.pt"))
 
+    def test_decision_threshold_reproduces_the_runs_metrics_at_one_half(self, tiny_run, tmp_path):
+        """benchmarks/decision_threshold.py at 0.5 scores the test cases as infer and evaluate did."""
+        out = tmp_path / "thresholds.tsv"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/decision_threshold.py"), str(tiny_run), "--methods", "weak", "full",
+                        "--thresholds", "0.3", "0.5", "0.9", "--config", str(ROOT / "config.yaml"), str(tiny_run / "config.yaml"),
+                        "--out", str(out)], check=True, capture_output=True, text=True)
+        table = pd.read_csv(out, sep="\t")
+        assert len(table) == 2 * 3 * 2 and (table["n"] == 1).all()
+        metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t").set_index(["method", "postprocess"])["dsc"]
+        at_half = table[table["threshold"] == 0.5].set_index(["method", "postprocess"])["dsc"]
+        for key, dsc in at_half.items():
+            assert dsc == pytest.approx(metrics[key], abs=1e-4), key
+        for _, rows in table.groupby(["method", "postprocess"]):
+            assert rows.sort_values("threshold")["volume_median"].is_monotonic_decreasing
+        full = table[table["method"] == "full"]
+        assert (full.loc[full["dsc"] > 0, "ratio_to_full"] == 1).all() and full.loc[full["dsc"] == 0, "ratio_to_full"].isna().all()
+
     def test_fusion_sweep_reproduces_the_runs_fusion_masks(self, tiny_run, tmp_path):
         """benchmarks/fusion_sweep.py at threshold 0.5 and the run's settings fuses as the fuse rule did."""
         out = tmp_path / "sweep.tsv"
