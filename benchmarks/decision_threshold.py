@@ -86,9 +86,10 @@ def main(argv=None):
     if missing:
         sys.exit(f"no predictions of {', '.join(missing)} under {args.run_dir / 'results' / 'predictions'}")
     tumor_values = merged(args.config)["dataset"]["tumor_values"]
-    table = summarise(case_scores(args.run_dir, args.methods, args.thresholds, tumor_values))
-    if table.empty:
+    scores = case_scores(args.run_dir, args.methods, args.thresholds, tumor_values)
+    if scores.empty:
         sys.exit(f"no labelled test cases in {args.run_dir / 'results' / 'cases.tsv'}")
+    table = summarise(scores)
     report(table, args.out)
 
 
