@@ -138,6 +138,11 @@ def read_label(path: str | os.PathLike, reference: sitk.Image, case: str = "?") 
     return label
 
 
+def read_lesion(path: str | os.PathLike, reference: sitk.Image, tumor_values, case: str = "?") -> np.ndarray:
+    """(z, y, x) bool mask of the lesion label values in a label map on ``reference``'s grid."""
+    return np.isin(sitk.GetArrayFromImage(read_label(path, reference, case)), tumor_values)
+
+
 def array_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     """Wrap a (z, y, x) array as an image with ``reference``'s geometry."""
     image = sitk.GetImageFromArray(array)

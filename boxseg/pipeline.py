@@ -363,11 +363,11 @@ def evaluate_case(case, raw_prediction_path, image_path, label_path, boxes_json,
     import pandas as pd
 
     from boxseg.boxes import box_mask
-    from boxseg.io import read_label
+    from boxseg.io import read_label, read_lesion
     from boxseg.metrics import score
 
     image = read_image(image_path, case)
-    ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
+    ref = read_lesion(label_path, image, tumor_values, case)
     raw = sitk.GetArrayFromImage(read_label(raw_prediction_path, image, case)) > 0
     boxes = read_json(boxes_json)
     spacing = _spacing_zyx(image)

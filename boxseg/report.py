@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from boxseg.io import read_image, read_json, read_label, write_text
+from boxseg.io import read_image, read_json, read_label, read_lesion, write_text
 from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
 
 SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
@@ -82,7 +82,7 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
     plt = _plt()
     image = read_image(image_path, case)
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
+    ref = read_lesion(label_path, image, tumor_values, case)
     pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
     z = _centre_slice(ref if ref.any() else pred)
     scores = pd.read_csv(metrics_path, sep="\t")
@@ -196,7 +196,7 @@ def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_p
     run = Path(run_dir) / "results"
     image = read_image(image_path, case)
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    ref = np.isin(sitk.GetArrayFromImage(read_label(label_path, image, case)), tumor_values)
+    ref = read_lesion(label_path, image, tumor_values, case)
     z = _centre_slice(ref)
     metrics = pd.read_csv(run / "metrics.tsv", sep="\t") if (run / "metrics.tsv").exists() else pd.DataFrame()
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
