@@ -77,6 +77,14 @@ def sweep(rois, base: dict, grid: dict, dev_cases: int, slack: str):
     return table.sort_values("dev_mean" if "dev_mean" in table else "held_mean", ascending=False).reset_index(drop=True)
 
 
+def report(table: pd.DataFrame, out=None):
+    """Write the table as TSV to ``out`` (if given) and print it."""
+    if out:
+        table.to_csv(out, sep="\t", index=False, float_format="%.4f")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kits")
@@ -108,9 +116,7 @@ def main(argv=None):
     if not rois:
         sys.exit("no ROIs to sweep")
     table = sweep(rois, base, grid, args.dev_cases, args.slack)
-    table.to_csv(args.out, sep="\t", index=False, float_format="%.4f")
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    report(table, args.out)
 
 
 if __name__ == "__main__":

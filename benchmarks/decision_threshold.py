@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fusion_sweep import merged, report
+from crf_sweep import report
+from fusion_sweep import merged
 
 from boxseg.geometry import to_original_grid
-from boxseg.io import read_image, read_json, read_label
+from boxseg.io import read_image, read_json, read_lesion
 from boxseg.metrics import dice
 from boxseg.pipeline import POSTPROCESSING, postprocess_mask
 
@@ -47,7 +47,7 @@ def case_scores(run_dir: Path, methods, thresholds, tumor_values) -> pd.DataFram
     rows = []
     for case, image_path, label_path in test[["case", "image", "label"]].itertuples(index=False):
         image = read_image(run_dir / image_path, case)
-        ref = np.isin(sitk.GetArrayFromImage(read_label(run_dir / label_path, image, case)), tumor_values)
+        ref = read_lesion(run_dir / label_path, image, tumor_values, case)
         boxes = read_json(results / "boxes" / f"{case}.json")
         for method in methods:
             path = results / "predictions" / method / case / "probability_roi.nii.gz"

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_sweep import parse_grid
+from crf_sweep import parse_grid, report
 
 from boxseg.convcrf import CRFParams, refine_mask
 from boxseg.fusion import fusion_union
@@ -122,14 +122,6 @@ def sweep(cases, probabilities, thresholds, base: dict, grid: dict, dev_cases: i
         print(f"threshold {threshold} {point}: FM dev {row['fm_dev']:.3f}, all {row['fm_all']:.3f} "
               f"(PM {row['pm_all']:.3f})", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
-
-
-def report(table: pd.DataFrame, out=None):
-    """Write the table as TSV to ``out`` (if given) and print it."""
-    if out:
-        table.to_csv(out, sep="\t", index=False, float_format="%.4f")
-    with pd.option_context("display.width", 200):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def main(argv=None):
