@@ -2,25 +2,29 @@
 """Pseudo-mask quality and speed: box, inscribed ellipsoid, DenseCRF and our ConvCRF.
 
 usage: python benchmarks/crf_bench.py --kits KITS_DIR --ibsi IBSI_DIR --out FILE.tsv
-       [--margins 0 3.5 7] [--max-cases N] [--threads 2] [--devices cpu cuda]
-       [--slack margin|MM] [--save-rois ROIS.npz | --load-rois ROIS.npz]
+       [--protocol paper|annotator] [--box-seed 0] [--slack MM] [--margins 0 3.5 7]
+       [--max-cases N] [--threads 2] [--devices cpu cuda]
+       [--save-rois ROIS.npz | --load-rois ROIS.npz]
 
 KITS_DIR: KiTS layout (case_*/imaging.nii.gz, segmentation.nii.gz; tumor = 2, kidney = 1).
 IBSI_DIR: STS_xxx/CT_image.nii.gz, CT_mask.nii.gz (tumor = 1).
 
 Each case is cropped with the workflow's own preprocessing (ROI of the config's
-spacing around the lesion, HU window, [0, 1]); boxes come from the reference
-label with each margin. Every method sees the same ROI and boxes and is scored
-by DSC on the ROI grid. ``densecrf`` is pydensecrf2's DenseCRF (permutohedral
-lattice) with the same box-prior unary, the best of a small parameter grid
-(chosen on the same data, per dataset and margin: favourable to it);
-``convcrf`` runs with config.yaml's stage-1 defaults (``crf`` and ``pseudo_mask_crf``). Both CRFs' box prior is told the
-boxes' slack as the workflow tells it in research mode (``--slack margin``, the
-default: each face's own margin as the box was drawn, i.e. the margin rounded to
-whole voxels per axis of the image); ``--slack 0`` scores the prior that assumes
-tight boxes, a number that slack on every face. sec_per_case times the CRF call
-alone (for densecrf: one grid point). Writes one row per (dataset, margin_mm,
-method) and prints the table.
+spacing around the lesion, HU window, [0, 1]); boxes are drawn from the reference
+label by the workflow's research protocol at each margin (``--protocol``: ``paper``,
+every face exactly the margin out, the default; ``annotator``, each face uniform in
+[0, 2 x margin], seeded by ``--box-seed`` and the case). Every method sees the same ROI
+and boxes and is scored by DSC on the ROI grid. ``densecrf`` is pydensecrf2's DenseCRF
+(permutohedral lattice) with the same box-prior unary, the best of a small parameter
+grid (chosen on the same data, per dataset and margin: favourable to it);
+``convcrf`` runs with config.yaml's stage-1 settings (``crf`` and ``pseudo_mask_crf``).
+Both CRFs are told exactly what a user tells the workflow: the boxes and ``--slack``
+(``boxes.slack_mm``, one number for every face; default 0, not told). ConvCRF's own
+estimate of each box's looseness from the image (``estimate_slack``) is part of its
+settings. ``convcrf_oracle`` is the ConvCRF told each face's true slack, measured from
+the label: not a method (no user has it), only the bound of what knowing the slack
+would give. sec_per_case times the CRF call alone (for densecrf: one grid point).
+Writes one row per (dataset, margin_mm, method) and prints the table.
 
 ``--devices cpu cuda`` times the ConvCRF on each device in the same run (rows
 ``convcrf`` and ``convcrf_cuda``; CUDA is warmed up on the first ROI before timing).
@@ -35,6 +39,7 @@ import argparse
 import itertools
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +60,14 @@ def stage1_settings(config: dict) -> dict:
     return {**config["crf"], **(config.get("pseudo_mask_crf") or {})}
 
 
-def slack_of(drawn, slack: str):
-    """The slack told to the box prior: each box's faces as drawn (``"margin"``; ``drawn``,
-    one entry per box as ``boxes.face_slack`` gives it) or a fixed mm on every face."""
-    return drawn if slack == "margin" else float(slack)
+def true_face_slack(drawn, tight, spacing_mm) -> list:
+    """Each face's true slack (per box a (lower, upper) pair of per-axis mm): how far the
+    drawn box's faces lie outside the lesion's tight box, both as continuous voxel-edge
+    bounds on the ROI grid. Benchmark only (the ``convcrf_oracle`` row): measured from
+    the label, it is what no user has."""
+    spacing = np.asarray(spacing_mm, float)
+    return [(np.maximum(t_lo - lo, 0) * spacing, np.maximum(hi - t_hi, 0) * spacing)
+            for (lo, hi), (t_lo, t_hi) in zip(drawn, tight, strict=True)]
 
 
 def find_cases(kits_dir, ibsi_dir):
@@ -74,14 +83,18 @@ def find_cases(kits_dir, ibsi_dir):
     return cases
 
 
-def prepare(case, image_path, label_path, tumor, margin_mm, prep):
+def prepare(case, image_path, label_path, tumor, margin_mm, prep, protocol="paper", box_seed=0):
+    """One case's ROI at one margin: (image, reference mask, box bounds, spacing, inside
+    mask, each box's true face slack). The boxes are drawn as the workflow draws them in
+    research mode; the tight boxes only measure the oracle's slack."""
     import SimpleITK as sitk
 
-    from boxseg.boxes import face_slack
+    from boxseg.boxes import boxes_on_grid
     from boxseg.preprocess import boxes_on_roi, crop_roi, load_case, make_boxes, roi_box_mask
 
     image, label = load_case(case, image_path, label_path)
-    boxes = make_boxes(case, image, label, label_path, margin_mm, tumor)
+    boxes = make_boxes(case, image, label, label_path, margin_mm, tumor, protocol, box_seed)
+    tight = make_boxes(case, image, label, label_path, 0.0, tumor)
     # ROI: the lesion boxes plus 24 mm on each side, at the workflow's spacing (the CRF only needs the boxes' surroundings).
     lo = np.min([b["index_lo"] for b in boxes], 0)
     hi = np.max([b["index_hi"] for b in boxes], 0)
@@ -89,53 +102,62 @@ def prepare(case, image_path, label_path, tumor, margin_mm, prep):
     roi, roi_label, _ = crop_roi(case, image, label, boxes, spacing_mm=prep["spacing_mm"], roi_size_mm=extent_mm,
                                  window_hu=prep["window_hu"], tumor_values=tumor, organ_values=())
     kept = boxes_on_roi(boxes, image, roi)
-    bounds, drawn = [b for b, _ in kept], [face_slack(r) for _, r in kept]
+    tight_on_roi = dict(zip([id(b) for b in boxes], boxes_on_grid(tight, image, roi)))
+    bounds = [b for b, _ in kept]
     spacing = tuple(float(s) for s in roi.GetSpacing()[::-1])
+    oracle = true_face_slack(bounds, [tight_on_roi[id(r)] for _, r in kept], spacing)
     image = sitk.GetArrayFromImage(roi).astype(np.float32)
-    return image, sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing, roi_box_mask(bounds, image.shape), drawn
+    return image, sitk.GetArrayFromImage(roi_label) > 0, bounds, spacing, roi_box_mask(bounds, image.shape), oracle
 
 
-def prepared_rois(cases, margins, prep):
-    """(dataset, case, margin, image, ref, bounds, spacing, inside, drawn) for every case and
-    margin; ``drawn``: each box's face slack (``boxes.face_slack``)."""
+def prepared_rois(cases, margins, prep, protocol="paper", box_seed=0):
+    """(dataset, case, margin, image, ref, bounds, spacing, inside, oracle) for every case and
+    margin; ``oracle``: each box's true face slack (``true_face_slack``)."""
     for dataset, case, image_path, label_path, tumor in cases:
         for margin in margins:
-            yield (dataset, case, margin, *prepare(case, image_path, label_path, tumor, margin, prep))
+            yield (dataset, case, margin, *prepare(case, image_path, label_path, tumor, margin, prep, protocol, box_seed))
 
 
-def save_rois(path, rois, reach_vox: int):
+def save_rois(path, rois, reach_vox: int, protocol: str = "paper", box_seed: int = 0):
     """One .npz for a machine without SimpleITK. To keep it small the image is stored as
     float16 and only on the boxes' bounding region plus ``reach_vox`` voxels (the ConvCRF
     reads nothing beyond its shell and window, so its result is unchanged); the rest of the
     ROI reads back as zeros, which DenseCRF then sees (its timing, not its DSC, is comparable)."""
     arrays, meta = {}, []
-    for i, (dataset, case, margin, image, ref, bounds, spacing, inside, drawn) in enumerate(rois):
+    for i, (dataset, case, margin, image, ref, bounds, spacing, inside, oracle) in enumerate(rois):
         idx = np.argwhere(inside)
         lo = np.maximum(idx.min(0) - reach_vox, 0)
         hi = np.minimum(idx.max(0) + reach_vox + 1, image.shape)
         arrays[f"image{i}"] = image[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float16)
         arrays[f"ref{i}"], arrays[f"inside{i}"] = np.packbits(ref), np.packbits(inside)
-        meta.append({"dataset": dataset, "case": case, "margin": margin, "spacing": list(spacing),
+        meta.append({"dataset": dataset, "case": case, "margin": margin, "protocol": protocol, "box_seed": box_seed,
+                     "spacing": list(spacing),
                      "shape": list(image.shape), "offset": lo.tolist(),
                      "bounds": [[list(map(float, lo)), list(map(float, hi))] for lo, hi in bounds],
-                     "drawn": [d if np.ndim(d) == 0 else [list(map(float, f)) for f in d] for d in drawn]})
+                     "oracle": [[list(map(float, f)) for f in d] for d in oracle]})
     np.savez_compressed(path, meta=np.array(yaml.safe_dump(meta)), **arrays)
     return len(meta)
 
 
-def load_rois(path, margins):
+def load_rois(path, margins, protocol: str | None = None):
+    """The ROIs ``save_rois`` wrote, at ``margins``; with ``protocol``, an error unless they
+    were drawn by it."""
     data = np.load(path)
     for i, m in enumerate(yaml.safe_load(str(data["meta"]))):
         if m["margin"] not in margins:
             continue
+        if protocol and m.get("protocol") != protocol:
+            sys.exit(f"{path}: ROIs drawn by the {m.get('protocol')!r} protocol, not {protocol!r}: save them again with --protocol {protocol}")
         shape, n = tuple(m["shape"]), int(np.prod(m["shape"]))
         crop = data[f"image{i}"].astype(np.float32)
         image = np.zeros(shape, np.float32)
         image[tuple(slice(o, o + c) for o, c in zip(m["offset"], crop.shape))] = crop
         ref, inside = (np.unpackbits(data[f"{k}{i}"], count=n).reshape(shape).astype(bool) for k in ("ref", "inside"))
         bounds = [(np.asarray(lo), np.asarray(hi)) for lo, hi in m["bounds"]]
-        drawn = m.get("drawn", [float(m["margin"])] * len(bounds))  # ROIs saved before per-face slack
-        yield m["dataset"], m["case"], m["margin"], image, ref, bounds, tuple(m["spacing"]), inside, drawn
+        if "oracle" not in m:
+            sys.exit(f"{path}: ROIs saved before 2026-12-06 (no true face slack); save them again with --save-rois")
+        oracle = [tuple(np.asarray(f) for f in d) for d in m["oracle"]]
+        yield m["dataset"], m["case"], m["margin"], image, ref, bounds, tuple(m["spacing"]), inside, oracle
 
 
 def ellipsoid_mask(shape, bounds):
@@ -172,9 +194,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     ap.add_argument("--crf", nargs="*", default=[], metavar="KEY=VALUE", help="override ConvCRF settings (exploration)")
-    ap.add_argument("--slack", default="margin", metavar="margin|MM",
-                    help="the boxes' slack told to the box prior of ConvCRF and DenseCRF alike: 'margin' (the "
-                         "margin each face was drawn with, as the workflow does in research mode) or a fixed mm")
+    ap.add_argument("--protocol", choices=["paper", "annotator"], default="paper",
+                    help="how research mode draws the boxes from the label (boxes.protocol)")
+    ap.add_argument("--box-seed", type=int, default=0, help="the annotator protocol's seed (boxes.seed)")
+    ap.add_argument("--slack", type=float, default=0.0, metavar="MM",
+                    help="the slack a user states (boxes.slack_mm), told to ConvCRF and DenseCRF alike; 0 = not told")
+    ap.add_argument("--no-oracle", action="store_true", help="skip the convcrf_oracle row")
     ap.add_argument("--no-densecrf", action="store_true", help="skip the DenseCRF grid")
     ap.add_argument("--devices", nargs="+", default=["cpu"], help="ConvCRF devices timed side by side (cpu, cuda)")
     ap.add_argument("--save-rois", metavar="NPZ", help="write the prepared ROIs and stop")
@@ -190,7 +215,7 @@ def main(argv=None):
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.crf)}
     params = CRFParams.from_dict({**stage1_settings(config), **overrides})
     if args.load_rois:
-        rois = list(load_rois(args.load_rois, args.margins))
+        rois = list(load_rois(args.load_rois, args.margins, args.protocol))
         if args.max_cases:
             keep = {ds: sorted({r[1] for r in rois if r[0] == ds})[: args.max_cases] for ds in ("kits19", "ibsi")}
             rois = [r for r in rois if r[1] in keep[r[0]]]
@@ -202,10 +227,11 @@ def main(argv=None):
             cases = [c for ds in ("kits19", "ibsi") for c in [x for x in cases if x[0] == ds][: args.max_cases]]
         if not cases:
             sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
-        rois = prepared_rois(cases, args.margins, config["preprocess"])
+        rois = prepared_rois(cases, args.margins, config["preprocess"], args.protocol, args.box_seed)
         if args.save_rois:
             spacing = min(config["preprocess"]["spacing_mm"])
-            n = save_rois(args.save_rois, rois, int(np.ceil(params.shell_mm / spacing)) + params.window_radius_vox + 1)
+            n = save_rois(args.save_rois, rois, int(np.ceil(params.shell_mm / spacing)) + params.window_radius_vox + 1,
+                          args.protocol, args.box_seed)
             print(f"wrote {n} ROIs to {args.save_rois}")
             return
     if "cuda" in args.devices and not torch.cuda.is_available():
@@ -213,9 +239,9 @@ def main(argv=None):
     warmed = set()
     grid = [] if args.no_densecrf else [dict(zip(DENSECRF_GRID, v)) for v in itertools.product(*DENSECRF_GRID.values())]
     rows = []
-    for dataset, case, margin, image, ref, bounds, spacing, inside, drawn in rois:
+    slack = args.slack
+    for dataset, case, margin, image, ref, bounds, spacing, inside, oracle in rois:
         r = {"dataset": dataset, "case": case, "margin_mm": margin}
-        slack = slack_of(drawn, args.slack)
         rows.append({**r, "method": "box", "dsc": dice(inside, ref), "sec": 0.0})
         rows.append({**r, "method": "ellipsoid", "dsc": dice(ellipsoid_mask(image.shape, bounds), ref), "sec": 0.0})
         for device in args.devices:
@@ -226,6 +252,10 @@ def main(argv=None):
             conv = pseudo_mask_from_boxes(image, bounds, spacing, params, device=device, slack_mm=slack) > 0.5  # returns on the host
             name = "convcrf" if device == "cpu" else f"convcrf_{device}"
             rows.append({**r, "method": name, "dsc": dice(conv, ref), "sec": time.perf_counter() - t})
+        if not args.no_oracle:
+            t = time.perf_counter()
+            told = pseudo_mask_from_boxes(image, bounds, spacing, replace(params, estimate_slack=False), device="cpu", slack_mm=oracle) > 0.5
+            rows.append({**r, "method": "convcrf_oracle", "dsc": dice(told, ref), "sec": time.perf_counter() - t})
         for i, g in enumerate(grid):
             t = time.perf_counter()
             dense = densecrf(image, bounds, inside, spacing, params.prior_softness, **g, slack_mm=slack)

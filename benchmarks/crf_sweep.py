@@ -3,13 +3,15 @@
 
 usage: python benchmarks/crf_sweep.py (--kits KITS_DIR --ibsi IBSI_DIR | --load-rois ROIS.npz)
        --grid KEY=V1,V2 [KEY=V1,V2 ...] --out SWEEP.tsv [--dev-cases 8] [--margins 0 3.5 7]
-       [--slack margin|MM] [--threads 2]
+       [--protocol paper|annotator] [--slack MM] [--threads 2]
 
-The same ROIs, boxes and slack as ``crf_bench.py``. Every point of the grid (the
-product of the listed values, over config.yaml's ``crf`` and ``pseudo_mask_crf``)
-runs the stage-1 ConvCRF on every case and margin. The first ``--dev-cases`` cases
-of each dataset (sorted by name) are the dev cases that choose; the rest are held
-out and only reported. One row per grid point: its settings, DSC per dataset and
+The same ROIs, boxes and told slack as ``crf_bench.py`` (default: the paper protocol,
+slack 0, not told). Every point of the grid (the product of the listed values, over
+config.yaml's ``crf`` and ``pseudo_mask_crf``) runs the stage-1 ConvCRF on every case
+and margin. The dev cases that choose are the first ``--dev-cases`` of each dataset
+(sorted by name) that are training cases in every documented config's split
+(``DOCUMENTED_CONFIGS``: never a test case); every other case is held out and only
+reported. One row per grid point: its settings, DSC per dataset and
 margin on the dev cases, the dev mean over those cells and the held-out mean;
 sorted best dev mean first. This is how the defaults in config.yaml were chosen
 (docs/results.md, "How the ConvCRF's stage-1 settings were chosen").
@@ -34,10 +36,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_bench import find_cases, load_rois, prepared_rois, slack_of, stage1_settings
+from crf_bench import find_cases, load_rois, prepared_rois, stage1_settings
 
 from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
+from boxseg.dataset import test_split
 from boxseg.metrics import dice
+
+# The documented configs whose test cases never choose a setting, by benchmark dataset name.
+DOCUMENTED_CONFIGS = {"kits19": ROOT / "configs/kits19.yaml", "ibsi": ROOT / "configs/ibsi.yaml"}
+
+
+def dev_cases(names: dict, n: int) -> dict:
+    """Per dataset, the first ``n`` of its case ``names`` (all the dataset's cases, sorted)
+    that are training cases in its documented config's split."""
+    out = {}
+    for dataset, cases in names.items():
+        split = yaml.safe_load(DOCUMENTED_CONFIGS[dataset].read_text())["dataset"]
+        test = test_split(sorted(cases), split.get("test_cases") or (), split.get("test_fraction", 0.25), split.get("split_seed", 0))
+        out[dataset] = set([c for c in sorted(cases) if c not in test][:n])
+    return out
 
 
 def parse_grid(items):
@@ -51,18 +68,19 @@ def parse_grid(items):
     return grid
 
 
-def sweep(rois, base: dict, grid: dict, dev_cases: int, slack: str):
-    """Rows (one per grid point) of dev and held-out DSC, best dev mean first."""
+def sweep(rois, base: dict, grid: dict, n_dev: int, slack: float, names: dict | None = None):
+    """Rows (one per grid point) of dev and held-out DSC, best dev mean first. ``names``: every
+    case of each dataset (for the configs' splits; default the ROIs' cases)."""
     rois = list(rois)
-    names = {ds: sorted({r[1] for r in rois if r[0] == ds}) for ds in {r[0] for r in rois}}
-    dev = {ds: set(cases[:dev_cases]) for ds, cases in names.items()}
+    names = names or {ds: sorted({r[1] for r in rois if r[0] == ds}) for ds in {r[0] for r in rois}}
+    dev = dev_cases(names, n_dev)
     rows = []
     for values in itertools.product(*grid.values()):
         point = dict(zip(grid, values))
         params = CRFParams.from_dict({**base, **point})
         scores = []
-        for dataset, case, margin, image, ref, bounds, spacing, _inside, drawn in rois:
-            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=slack_of(drawn, slack)) > 0.5
+        for dataset, case, margin, image, ref, bounds, spacing, _inside, _oracle in rois:
+            mask = pseudo_mask_from_boxes(image, bounds, spacing, params, device="cpu", slack_mm=slack) > 0.5
             scores.append({"dataset": dataset, "margin_mm": margin, "dev": case in dev[dataset], "dsc": dice(mask, ref)})
         scores = pd.DataFrame(scores)
         cells = scores.groupby(["dev", "dataset", "margin_mm"])["dsc"].mean()
@@ -92,9 +110,12 @@ def main(argv=None):
     ap.add_argument("--load-rois", metavar="NPZ", help="ROIs written by crf_bench.py --save-rois")
     ap.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--dev-cases", type=int, default=8, help="cases per dataset that choose (the rest are held out)")
+    ap.add_argument("--dev-cases", type=int, default=8,
+                    help="cases per dataset that choose, training cases of the documented configs (the rest are held out)")
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 3.5, 7.0])
-    ap.add_argument("--slack", default="margin", metavar="margin|MM")
+    ap.add_argument("--protocol", choices=["paper", "annotator"], default="paper")
+    ap.add_argument("--box-seed", type=int, default=0)
+    ap.add_argument("--slack", type=float, default=0.0, metavar="MM", help="the slack a user states (0 = not told)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     args = ap.parse_args(argv)
@@ -106,16 +127,18 @@ def main(argv=None):
     base = stage1_settings(config)
     grid = parse_grid(args.grid)
     CRFParams.from_dict({**base, **{k: v[0] for k, v in grid.items()}})  # unknown keys fail before any work
+    names = None
     if args.load_rois:
-        rois = list(load_rois(args.load_rois, args.margins))
+        rois = list(load_rois(args.load_rois, args.margins, args.protocol))
     else:
         cases = find_cases(args.kits, args.ibsi)
         if not cases:
             sys.exit("no cases found: give --kits and/or --ibsi directories (or --load-rois)")
-        rois = list(prepared_rois(cases, args.margins, config["preprocess"]))
+        names = {ds: sorted(c[1] for c in cases if c[0] == ds) for ds in {c[0] for c in cases}}
+        rois = list(prepared_rois(cases, args.margins, config["preprocess"], args.protocol, args.box_seed))
     if not rois:
         sys.exit("no ROIs to sweep")
-    table = sweep(rois, base, grid, args.dev_cases, args.slack)
+    table = sweep(rois, base, grid, args.dev_cases, args.slack, names)
     report(table, args.out)
 
 

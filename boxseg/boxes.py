@@ -3,7 +3,9 @@
 A box record is a dict ``{"lesion": int, "index_lo": [z, y, x], "index_hi": [z, y, x],
 "corners_lps_mm": [[x, y, z], [x, y, z]]}``: inclusive voxel indices on the
 case's original image grid, and the physical (LPS) centres of the two
-corner voxels.
+corner voxels. That is all a box drawn by a reader says, and all a record may
+carry (``drawn_boxes``), whether a user drew it or research mode drew it from
+the true lesion (``boxes_from_label`` by a ``face_margins`` protocol).
 """
 
 from __future__ import annotations
@@ -34,27 +36,71 @@ def lesion_boxes(label: np.ndarray, tumor_values=(1,), min_voxels: int = 1):
     return [(lo, hi) for _, lo, hi in boxes]
 
 
-def enlarge_boxes(boxes, shape, spacing_mm, margin_mm: float):
-    """Boxes (lo, hi inclusive) enlarged by ``margin_mm`` on every face (rounded to whole
-    voxels per axis) and clipped to a grid of ``shape``."""
-    margin_vox = np.round(float(margin_mm) / np.asarray(spacing_mm, float)).astype(int)
+def enlarge_boxes(boxes, shape, spacing_mm, margin_mm):
+    """Boxes (lo, hi inclusive) enlarged and clipped to a grid of ``shape``.
+
+    ``margin_mm`` is one number for every face of every box, or one (lower, upper) pair of
+    per-axis (z, y, x) mm per box (``face_margins``); each margin is rounded to whole voxels
+    per axis."""
+    spacing = np.asarray(spacing_mm, float)
+    margins = margin_mm if np.ndim(margin_mm) else [(np.full(3, float(margin_mm)),) * 2] * len(boxes)
+    if len(margins) != len(boxes):
+        raise ValueError(f"enlarge_boxes: {len(margins)} margins for {len(boxes)} boxes")
     top = np.asarray(shape) - 1
-    return [(np.maximum(lo - margin_vox, 0), np.minimum(hi + margin_vox, top)) for lo, hi in boxes]
+    out = []
+    for (lo, hi), (m_lo, m_hi) in zip(boxes, margins):
+        d_lo = np.round(np.asarray(m_lo, float) / spacing).astype(int)
+        d_hi = np.round(np.asarray(m_hi, float) / spacing).astype(int)
+        out.append((np.maximum(lo - d_lo, 0), np.minimum(hi + d_hi, top)))
+    return out
 
 
-def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_values=(1,), min_voxels: int = 1):
-    """One box per connected lesion (26-connectivity), enlarged by ``margin_mm`` and clipped.
+# --- Research mode: boxes drawn from the true lesion by a simulated reader ------------------
+
+BOX_PROTOCOLS = ("paper", "annotator")
+
+
+def face_margins(protocol: str, margin_mm: float, n_boxes: int, rng: np.random.Generator) -> list:
+    """How far a simulated reader draws each face of ``n_boxes`` boxes outside the lesion:
+    per box a (lower, upper) pair of per-axis (z, y, x) mm.
+
+    ``paper``: every face exactly ``margin_mm`` out (the paper's protocol). ``annotator``:
+    each face its own amount, uniform in [0, 2 margin_mm] and independent (mean
+    ``margin_mm``), as readers draw by hand.
+    """
+    if protocol == "paper":
+        return [(np.full(3, float(margin_mm)), np.full(3, float(margin_mm))) for _ in range(n_boxes)]
+    if protocol == "annotator":
+        return [tuple(rng.uniform(0.0, 2.0 * float(margin_mm), size=(2, 3))) for _ in range(n_boxes)]
+    raise ValueError(f"box protocol must be one of {list(BOX_PROTOCOLS)}, got {protocol!r}")
+
+
+def protocol_rng(seed: int, case: str) -> np.random.Generator:
+    """The simulated reader's random state for one case: the same boxes for a case whatever
+    else the run holds, and other boxes for another seed."""
+    import zlib
+
+    return np.random.default_rng([int(seed), zlib.crc32(case.encode())])
+
+
+def boxes_from_label(label: np.ndarray, spacing_mm, margin_mm: float, tumor_values=(1,), min_voxels: int = 1,
+                     protocol: str = "paper", rng: np.random.Generator | None = None):
+    """One box per connected lesion (26-connectivity), drawn by ``protocol`` (``face_margins``)
+    with ``margin_mm`` and clipped.
 
     Args:
         label: (z, y, x) label map.
         spacing_mm: (z, y, x) voxel spacing.
-        margin_mm: margin added on every face (rounded to whole voxels per axis).
+        margin_mm: the protocol's margin (rounded to whole voxels per axis).
         tumor_values: label values that count as lesion.
+        protocol: ``paper`` or ``annotator``; ``rng`` draws the annotator's faces.
 
     Returns:
         List of (lo, hi) inclusive index arrays, largest lesion first.
     """
-    return enlarge_boxes(lesion_boxes(label, tumor_values, min_voxels), label.shape, spacing_mm, margin_mm)
+    tight = lesion_boxes(label, tumor_values, min_voxels)
+    margins = face_margins(protocol, margin_mm, len(tight), rng if rng is not None else np.random.default_rng(0))
+    return enlarge_boxes(tight, label.shape, spacing_mm, margins)
 
 
 def box_records(boxes, image: sitk.Image):
@@ -73,24 +119,25 @@ def box_records(boxes, image: sitk.Image):
     return records
 
 
-def with_face_slack(records, tight, spacing_mm):
-    """Label box records (research mode) with the slack each face was drawn with:
-    ``slack_mm_lo`` / ``slack_mm_hi``, per axis (z, y, x) in mm, the margin rounded to whole
-    voxels per axis less any clipping at the image's edge. ``tight``: the same lesions'
-    boxes without margin (``lesion_boxes``), in the same order."""
-    spacing = np.asarray(spacing_mm, float)
-    for r, (t_lo, t_hi) in zip(records, tight, strict=True):
-        r["slack_mm_lo"] = np.round((np.asarray(t_lo) - r["index_lo"]) * spacing, 4).tolist()
-        r["slack_mm_hi"] = np.round((np.asarray(r["index_hi"]) - t_hi) * spacing, 4).tolist()
-    return records
+# What a drawn box carries, and all that stage 1 and later steps may read of a box: the
+# lesion id and the box itself. Anything a label could add (tight box, per-face slack,
+# volume, centre) is refused where boxes enter the method (``drawn_boxes``).
+DRAWN_BOX_KEYS = ("lesion", "index_lo", "index_hi", "corners_lps_mm")
 
 
-def face_slack(record):
-    """The (lower, upper) per-axis slack in mm a box record was drawn with (``with_face_slack``),
-    or 0.0 where it is not known (boxes drawn by users)."""
-    if "slack_mm_lo" not in record:
-        return 0.0
-    return record["slack_mm_lo"], record["slack_mm_hi"]
+def drawn_boxes(records, case: str, source) -> list:
+    """``records`` checked to carry only what a drawn box carries (``DRAWN_BOX_KEYS``):
+    the information rule, enforced where boxes reach the method (stage 1, fusion, the
+    final training and inference). A label-derived field is an error naming the case,
+    the file and the field."""
+    from boxseg.io import CaseError
+
+    for r in records:
+        extra = sorted(set(r) - set(DRAWN_BOX_KEYS))
+        if extra:
+            raise CaseError(case, source, f"box {r.get('lesion')} carries {extra}, which a drawn box does not: "
+                            "nothing derived from the true lesion may reach the method")
+    return list(records)
 
 
 def box_mask(records, image: sitk.Image) -> np.ndarray:
@@ -151,16 +198,45 @@ def read_box_table(path) -> pd.DataFrame:
     return table[BOX_TABLE_COLUMNS]
 
 
+def _lesion_id(value):
+    """A box row's ``lesion`` as the int it names, or as it was written when it names none
+    (checked per case, ``records_from_rows``, so one bad row fails its case only)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return int(number) if np.isfinite(number) and number == int(number) else str(value)
+
+
 def box_rows_by_case(table) -> dict:
     """Every case's rows as plain dicts (JSON-able, so they can be a rule's params), in one pass."""
     out = {}
     for r in table.itertuples():
         out.setdefault(str(r.case), []).append(
-            {"lesion": int(r.lesion), "coordinates": str(r.coordinates),
+            {"lesion": _lesion_id(r.lesion), "coordinates": str(r.coordinates),
              "min": [float(r.x_min), float(r.y_min), float(r.z_min)],
              "max": [float(r.x_max), float(r.y_max), float(r.z_max)]}
         )
     return out
+
+
+MAX_LESION_ID = 255  # lesion ids label uint8 box maps
+
+
+def check_lesion_ids(rows, case: str, source) -> None:
+    """Each box of a case needs its own lesion id, a whole number from 1 to 255: 0 is
+    background, and two boxes under one id would be one lesion to the component filter."""
+    from boxseg.io import CaseError
+
+    seen = {}
+    for i, row in enumerate(rows, start=1):
+        where = f"box {i} of {len(rows)}"
+        lesion = row["lesion"]
+        if not isinstance(lesion, int) or not 1 <= lesion <= MAX_LESION_ID:
+            raise CaseError(case, source, f"{where}: lesion {lesion!r} is not a whole number from 1 to {MAX_LESION_ID}")
+        if lesion in seen:
+            raise CaseError(case, source, f"{where}: lesion {lesion} is already the id of {seen[lesion]}: give each box its own id")
+        seen[lesion] = where
 
 
 def box_rows(table, case: str) -> list:
@@ -180,27 +256,36 @@ def read_slicer_rois(path) -> list:
 
     with open(path) as f:
         document = json.load(f)
+    markups = document.get("markups") if isinstance(document, dict) else None
+    if not isinstance(markups, list) or not all(isinstance(m, dict) for m in markups):
+        raise ValueError(f"{path}: not a 3D Slicer markups file (no list of markups)")
     rows = []
-    for markup in document.get("markups", []):
+    for markup in markups:
         if markup.get("type") != "ROI":
             continue
+        name = markup.get("name", len(rows) + 1)
         system = markup.get("coordinateSystem", "LPS")
         if system not in ("LPS", "RAS"):
             raise ValueError(f"{path}: coordinateSystem {system!r} is neither LPS nor RAS")
         units = markup.get("coordinateUnits", "mm")
-        units = units[0] if isinstance(units, list) else units
-        scale = {"mm": 1.0, "um": 1e-3}.get(units)
+        units = units[0] if isinstance(units, list) and units else units
+        scale = {"mm": 1.0, "um": 1e-3}.get(units) if isinstance(units, str) else None
         if scale is None:
             raise ValueError(f"{path}: coordinateUnits {units!r} is neither mm nor um")
         if "center" in markup and "size" in markup:
-            axes = np.asarray(markup.get("orientation", np.eye(3).ravel()), float).reshape(3, 3)
-            half = np.asarray(markup["size"], float) / 2.0
+            center, size = _triple(markup["center"]), _triple(markup["size"])
+            axes = _numbers(markup.get("orientation", np.eye(3).ravel()), 9)
+            if center is None or size is None or axes is None or (size < 0).any():
+                raise ValueError(f"{path}: ROI {name!r}: center and size must be three finite numbers each "
+                                 f"(size >= 0) and orientation nine, got center {markup['center']!r}, size {markup['size']!r}")
+            half = size / 2.0
             signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
-            points = np.asarray(markup["center"], float) + (signs * half) @ axes.T
+            points = center + (signs * half) @ axes.reshape(3, 3).T
         else:
-            points = np.array([p["position"] for p in markup.get("controlPoints", []) if "position" in p], float)
+            found = [_triple(p.get("position")) for p in markup.get("controlPoints", []) if isinstance(p, dict)]
+            points = np.array([p for p in found if p is not None], float)
             if len(points) < 2:
-                raise ValueError(f"{path}: ROI {markup.get('name', '')!r} has neither center and size nor two control points")
+                raise ValueError(f"{path}: ROI {name!r} has neither center and size nor two control points")
         points = points * scale
         if system == "RAS":
             points = points * np.array([-1.0, -1.0, 1.0])
@@ -209,6 +294,19 @@ def read_slicer_rois(path) -> list:
     if not rows:
         raise ValueError(f"{path}: no ROI markup in the file")
     return rows
+
+
+def _numbers(value, n: int):
+    """``value`` as n finite floats, or None."""
+    try:
+        array = np.asarray(value, float).ravel()
+    except (TypeError, ValueError):
+        return None
+    return array if array.size == n and np.isfinite(array).all() else None
+
+
+def _triple(value):
+    return _numbers(value, 3)
 
 
 def records_from_rows(rows, image: sitk.Image, case: str, source):
@@ -220,6 +318,7 @@ def records_from_rows(rows, image: sitk.Image, case: str, source):
     """
     from boxseg.io import CaseError
 
+    check_lesion_ids(rows, case, source)
     size = np.asarray(image.GetSize()[::-1])
     boxes = []
     for row in rows:

@@ -16,7 +16,9 @@ re-estimated from the current solution. For a box the spatial prior encodes
 what a box says: voxels outside every box are background (clamped); inside,
 the inscribed ellipsoid is likely lesion and the corners are not
 (``box_prior``); a box known to be drawn with slack has its ellipsoid
-inscribed in the box moved in by that slack (``shrink_box``). The same refinement serves the fusion masks of stage 2,
+inscribed in the box moved in by that slack (``shrink_box``), and how loose a
+box is can be estimated from the image (``estimate_box_slack``): the gap
+between each face and a first solution. The same refinement serves the fusion masks of stage 2,
 with the union of masks as prior (``refine_mask``).
 
 Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
@@ -55,7 +57,20 @@ class CRFParams:
         histogram_bins: bins of the intensity histograms.
         shell_mm: thickness of the shell outside the box sampled as background.
         core_power: the first intensity model weighs voxels by prior ** core_power (the box core).
-        tighten_rounds: times the box prior is re-fitted to the extent of the current solution.
+        tighten_rounds: times the box prior is re-fitted to the extent of the current solution
+            (clamped to it: an under-segmented first solution cannot grow back).
+        estimate_slack: rounds of estimating how loose each box is from the image
+            (``estimate_box_slack``), 0 = off: each round measures how far every face lies
+            outside the current solution and solves again with the prior's ellipsoid
+            inscribed in the box moved in by that much (the prior still falls softly to the
+            faces, so a face moved in too far can grow back). Stage 1 only.
+        slack_profile_fraction: a face's gap is measured to where the solution's
+            cross-section first exceeds this fraction of its largest (0: any voxel).
+        slack_deadband_mm: taken off every measured gap (a tight box's solution stops about
+            a voxel short of some faces).
+        slack_share: >0: every face of a box is moved in at least as far as the k-th
+            largest gap of its six (readers draw a box about as loose on every side, and a
+            face where the lesion's neighbour looks like it shows no gap).
         downsample: messages are computed on a grid coarser by this factor per axis (average
             pooled image and q, spacing scaled) and interpolated back, as ConvCRF's "blur";
             the unary stays at full resolution. 1 = exact.
@@ -89,6 +104,10 @@ class CRFParams:
     shell_mm: float = 8.0
     core_power: float = 4.0
     tighten_rounds: int = 0
+    estimate_slack: int = 0
+    slack_profile_fraction: float = 0.0
+    slack_deadband_mm: float = 0.0
+    slack_share: int = 0
     downsample: int = 1
     downsample_box_mm: float = 40.0
     downsample_max: int = 3
@@ -408,7 +427,7 @@ def shrink_box(lo, hi, spacing_mm, slack_mm):
     extent is.
 
     ``slack_mm`` is one number for every face, or a pair (lower faces, upper faces) of
-    per-axis (z, y, x) mm: the slack each face was drawn with (``face_slack``).
+    per-axis (z, y, x) mm: the slack of each face (known only to a benchmark's oracle).
     """
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     if np.ndim(slack_mm) == 0:
@@ -505,7 +524,7 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
         spacing_mm: voxel spacing (z, y, x).
         slack_mm: how far the boxes are known to lie outside their lesions: one number for
             every face of every box, or per box a number or a (lower, upper) pair of
-            per-axis mm (research mode: each face's own margin as drawn, ``face_slack``).
+            per-axis mm (each face's true slack: only benchmarks know it, crf_bench.py's oracle).
             The prior's ellipsoid is inscribed in each box moved in by it, and the
             message grid is chosen from that inner box. 0 = tight boxes. Too large a
             slack cuts lesions: state a lower bound.
@@ -538,20 +557,71 @@ def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFPara
 
 
 def _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params: CRFParams, device):
-    """Stage 1 for one box: its own intensity model and message grid."""
-    params = replace(params, downsample=box_downsample(inner_box, spacing_mm, params))
+    """Stage 1 for one box: its own intensity model and message grid; with ``estimate_slack``
+    up to that many more solutions, each from the slack the one before shows
+    (``estimate_box_slack``)."""
+    run = replace(params, downsample=box_downsample(inner_box, spacing_mm, params))
     lo, hi = box
     for round_ in range(params.tighten_rounds + 1):
         if round_ > 0:
             prior = box_prior(image.shape, lo, hi, params.prior_softness)[0]
-        prob = _run_refine(image, prior, inside, spacing_mm, params, device, others)
+        prob = _run_refine(image, prior, inside, spacing_mm, run, device, others)
         if round_ < params.tighten_rounds:
             # A lesion touches every face of its tight box: re-centre the prior on the
             # extent of the current solution inside the box (never beyond the box).
             bb = np.argwhere((prob > 0.5) & inside)
             if len(bb):
                 lo, hi = np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)
+    inner = inner_box
+    for _ in range(int(params.estimate_slack)):
+        estimate = estimate_box_slack(prob > 0.5, box, inner, spacing_mm, params)
+        if all(np.allclose(a, b) for a, b in zip(estimate, inner)):
+            break
+        inner = estimate
+        prior = box_prior(image.shape, *box, params.prior_softness, inner)[0]
+        run = replace(params, downsample=box_downsample(inner, spacing_mm, params))
+        prob = _run_refine(image, prior, inside, spacing_mm, run, device, others)
     return prob
+
+
+def estimate_box_slack(mask: np.ndarray, box, inner_box, spacing_mm, params: CRFParams):
+    """How loose a box is, from a solution ``mask``: the box's inner bounds moved in to where
+    the largest connected component of ``mask`` inside the box lies.
+
+    A lesion touches every face of its tight box, so the gap between a face and the
+    solution is how loose that face was drawn. Along each axis the solution's extent is
+    where its cross-section exceeds ``slack_profile_fraction`` of its largest, so that a
+    thin leak into the tissue beside the lesion does not hide a gap. Each gap less
+    ``slack_deadband_mm``, raised to the box's ``slack_share``-th largest gap (when set),
+    moves its face in, never less far than ``inner_box`` already does (the stated slack).
+    ``box``, ``inner_box``: continuous voxel-edge bounds (lo, hi). Returns the new inner bounds.
+
+    Example:
+        >>> inner = estimate_box_slack(prob > 0.5, (lo, hi), (lo, hi), (2.0, 2.0, 2.0), params)
+    """
+    from scipy import ndimage as ndi
+
+    lo, hi = (np.asarray(b, float) for b in box)
+    in_lo, in_hi = (np.asarray(b, float) for b in inner_box)
+    region = tuple(slice(int(max(np.floor(a), 0)), int(np.ceil(b))) for a, b in zip(lo, hi))
+    components, n = ndi.label(mask[region], structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return in_lo, in_hi
+    largest = components == 1 + int(np.argmax(ndi.sum_labels(np.ones_like(components), components, range(1, n + 1))))
+    ext_lo, ext_hi = np.zeros(3), np.zeros(3)
+    for axis in range(3):
+        profile = largest.sum(axis=tuple(a for a in range(3) if a != axis))
+        held = np.nonzero(profile > params.slack_profile_fraction * profile.max())[0]
+        ext_lo[axis] = region[axis].start + held.min()
+        ext_hi[axis] = region[axis].start + held.max() + 1.0
+    spacing = np.asarray(spacing_mm, float)
+    gaps = np.stack([np.maximum(ext_lo - lo, 0.0), np.maximum(hi - ext_hi, 0.0)]) * spacing  # mm: (lower, upper) x (z, y, x)
+    gaps = np.maximum(gaps - params.slack_deadband_mm, 0.0)
+    if params.slack_share:
+        gaps = np.maximum(gaps, np.sort(gaps.ravel())[-min(int(params.slack_share), gaps.size)])
+    new_lo = np.maximum(in_lo, lo + gaps[0] / spacing)
+    new_hi = np.minimum(in_hi, hi - gaps[1] / spacing)
+    return new_lo, np.maximum(new_hi, new_lo + 1.0)
 
 
 def refine_mask(image, mask, allowed, spacing_mm, params: CRFParams = CRFParams(), confidence: float = 0.8, device=None):

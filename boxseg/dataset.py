@@ -38,6 +38,16 @@ def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
+def test_split(cases, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0) -> set:
+    """The test cases among ``cases`` (sorted names of a dataset directory): ``test_cases`` when
+    given, else a seeded random ``test_fraction`` of them."""
+    if test_cases:
+        return set(test_cases) & set(cases)
+    rng = np.random.default_rng(split_seed)
+    n_test = max(1, round(test_fraction * len(cases)))
+    return set(rng.choice(sorted(cases), size=n_test, replace=False).tolist())
+
+
 def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0,
                image_name="imaging.nii.gz", label_name="segmentation.nii.gz") -> pd.DataFrame:
     """Sheet of a directory with one folder per case, e.g. KiTS19/21/23 layout
@@ -52,15 +62,10 @@ def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_se
     cases = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / image_name).exists())
     if not cases:
         raise FileNotFoundError(f"no case directories with {image_name} under {root}")
-    if test_cases:
-        unknown = sorted(set(test_cases) - set(cases))
-        if unknown:
-            raise ValueError(f"test_cases not found under {root}: {unknown}")
-        test = set(test_cases)
-    else:
-        rng = np.random.default_rng(split_seed)
-        n_test = max(1, round(test_fraction * len(cases)))
-        test = set(rng.choice(cases, size=n_test, replace=False).tolist())
+    unknown = sorted(set(test_cases) - set(cases))
+    if unknown:
+        raise ValueError(f"test_cases not found under {root}: {unknown}")
+    test = test_split(cases, test_cases, test_fraction, split_seed)
     rows = [
         {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name), "boxes": "",
          "split": "test" if c in test else "train"}
@@ -102,6 +107,10 @@ def check_sheet(sheet: pd.DataFrame, box_table_cases=(), source="case sheet") ->
     duplicated = sheet["case"][sheet["case"].duplicated()].tolist()
     if duplicated:
         raise ValueError(f"case {min(duplicated)}: {source}: duplicate case id(s) {sorted(set(duplicated))}")
+    folded = sheet["case"].str.casefold()
+    clash = sorted(sheet["case"][folded.duplicated(keep=False)])
+    if clash:  # one file on a case-insensitive file system (macOS, Windows)
+        raise ValueError(f"case {clash[0]}: {source}: case ids {clash} differ only in upper and lower case")
     bad = sorted(set(sheet["split"]) - set(SPLITS))
     if bad:
         raise ValueError(f"{source}: split must be one of {list(SPLITS)}, got {bad}")

@@ -27,15 +27,32 @@ class CaseError(RuntimeError):
         super().__init__(f"case {case}: {self.path}: {problem}")
 
 
+MAX_CASE_ID = 100  # characters: file names of 255 bytes hold a case id with room for suffixes
+
+
 def validate_case_id(case: str) -> str:
     """Return ``case`` if it is safe as a file name, else raise ValueError.
 
     Allowed: letters, digits, ``_``, ``-`` and ``.``, starting with a letter or
-    digit, and never ``..`` (so no path separators and no parent references).
+    digit, never ``..`` (so no path separators and no parent references), and at most
+    ``MAX_CASE_ID`` characters.
     """
     if not isinstance(case, str) or not _CASE_ID_RE.match(case) or ".." in case:
         raise ValueError(f"invalid case id {case!r}: use letters, digits, '_', '-', '.' (no '/' or '..')")
+    if len(case) > MAX_CASE_ID:
+        raise ValueError(f"invalid case id {case[:20]}...: {len(case)} characters, at most {MAX_CASE_ID}")
     return case
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """A model file given by a user (``model=``) exists and is what ``training.save_model``
+    writes (a torch zip archive), checked without loading torch; ValueError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model {path}: no such file")
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"model {path}: not a model file written by boxseg (a torch archive, results/models/METHOD/model.pt)")
 
 
 def read_table(path: str | os.PathLike, what: str, **kwargs):
@@ -72,6 +89,7 @@ def read_image(path: str | os.PathLike, case: str = "?") -> sitk.Image:
         else:
             if path.name.endswith(".gz"):
                 _check_gzip_complete(path, case)
+            _check_not_truncated(path, case)
             image = sitk.ReadImage(str(path))
     except CaseError:
         raise
@@ -98,6 +116,49 @@ def _check_gzip_complete(path: Path, case: str) -> None:
         raise CaseError(case, path, f"cannot read image (truncated or corrupt gzip: {err})") from None
 
 
+def _data_bytes(path: Path) -> int:
+    """Bytes of voxel data the image's header promises."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    per_voxel = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype).itemsize
+    return int(np.prod(reader.GetSize())) * per_voxel
+
+
+def _check_not_truncated(path: Path, case: str) -> None:
+    """ITK reads an uncompressed file cut short with the missing voxels as 0 (NIfTI) or
+    fails with a misleading message (MetaImage): compare the file's size with what its
+    header promises (NIfTI: a header of at least 352 bytes, then the voxels; MetaImage and
+    NRRD with the data in the file: the text header, then the voxels, or the compressed
+    size MetaImage states)."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".mha", ".nrrd")):
+        return
+    size = path.stat().st_size
+    try:
+        expected = _data_bytes(path)
+    except RuntimeError:
+        return  # an unreadable header: ITK's own error follows
+    if name.endswith(".nii"):
+        expected += 352
+    else:
+        head = path.open("rb").read(1 << 16)
+        end = head.find(b"\n\n") + 2 if name.endswith(".nrrd") else head.find(b"ElementDataFile")
+        if end <= 1 or (name.endswith(".mha") and b"LOCAL" not in head[end:end + 40]):
+            return  # data in another file
+        if name.endswith(".mha"):
+            end = head.index(b"\n", end) + 1
+            fields = dict(line.split(b"=", 1) for line in head[:end].splitlines() if b"=" in line)
+            fields = {k.strip(): v.strip() for k, v in fields.items()}
+            if fields.get(b"CompressedData", b"False").lower() == b"true":
+                expected = int(fields.get(b"CompressedDataSize", b"0") or 0)
+        elif b"encoding: raw" not in head[:end] and b"encoding:raw" not in head[:end]:
+            return  # compressed NRRD: ITK's zlib reports a cut stream
+        expected += end
+    if size < expected:
+        raise CaseError(case, path, f"cannot read image (truncated: the file has {size} bytes, its header promises {expected})")
+
+
 def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series_ids = reader.GetGDCMSeriesIDs(str(directory))
@@ -105,6 +166,7 @@ def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
         raise CaseError(case, directory, "directory holds no DICOM series")
     files = {sid: reader.GetGDCMSeriesFileNames(str(directory), sid) for sid in series_ids}
     chosen = max(series_ids, key=lambda sid: len(files[sid]))
+    _check_slice_spacing(files[chosen], directory, case)
     reader.SetFileNames(files[chosen])
     image = reader.Execute()
     image.SetMetaData("boxseg_series", chosen)
@@ -112,6 +174,30 @@ def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
         "case %s: %s: DICOM series %s (%d files; %d series in the directory, the one with most files is read)",
         case, directory, chosen, len(files[chosen]), len(series_ids))
     return image
+
+
+def _check_slice_spacing(files, directory: Path, case: str) -> None:
+    """The series' slices evenly spaced along their normal: a missing slice would otherwise
+    be read with the spacing averaged over the gap, every slice after it misplaced."""
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        if not reader.HasMetaDataKey("0020|0032") or not reader.HasMetaDataKey("0020|0037"):
+            return  # no positions to check (ITK then uses the slice thickness)
+        if normal is None:
+            cosines = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
+            normal = np.cross(cosines[:3], cosines[3:])
+        positions.append(float(np.dot([float(v) for v in reader.GetMetaData("0020|0032").split("\\")], normal)))
+    steps = np.diff(positions)  # the files in ITK's order (sorted along the normal)
+    typical = float(np.median(np.abs(steps)))
+    worst = int(np.argmax(np.abs(np.abs(steps) - typical)))
+    if typical == 0 or abs(abs(steps[worst]) - typical) > max(0.01 * typical, 1e-3):
+        raise CaseError(case, directory, f"DICOM slices are not evenly spaced: {abs(steps[worst]):.3f} mm between slices "
+                        f"{worst + 1} and {worst + 2} of {len(files)}, {typical:.3f} mm elsewhere (a missing or duplicate slice?)")
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
@@ -128,14 +214,19 @@ def read_label(path: str | os.PathLike, reference: sitk.Image, case: str = "?") 
     """Read a label map and check that it lies on ``reference``'s grid."""
     label = read_image(path, case)
     if not same_grid(label, reference):
-        raise CaseError(
-            case,
-            path,
-            f"label grid (size {label.GetSize()}, spacing {np.round(label.GetSpacing(), 4).tolist()}) "
-            f"differs from the image grid (size {reference.GetSize()}, "
-            f"spacing {np.round(reference.GetSpacing(), 4).tolist()})",
-        )
+        raise CaseError(case, path, f"label grid differs from the image grid: {grid_difference(label, reference)}")
     return label
+
+
+def grid_difference(a: sitk.Image, b: sitk.Image) -> str:
+    """What differs between the grids of ``a`` (a label) and ``b`` (its image), in words."""
+    parts = []
+    for what, get, digits in (("size", sitk.Image.GetSize, 0), ("spacing", sitk.Image.GetSpacing, 4),
+                              ("origin", sitk.Image.GetOrigin, 3), ("direction", sitk.Image.GetDirection, 4)):
+        va, vb = np.round(get(a), digits).tolist(), np.round(get(b), digits).tolist()
+        if va != vb:
+            parts.append(f"{what} {va} against {vb}")
+    return "; ".join(parts) or "within rounding"
 
 
 def read_lesion(path: str | os.PathLike, reference: sitk.Image, tumor_values, case: str = "?") -> np.ndarray:
@@ -151,8 +242,23 @@ def array_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Write an image atomically (temporary file, then rename), compressed."""
-    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
+    """Write an image atomically (temporary file, then rename), compressed.
+
+    ITK reports a short write (a full disk) on stderr without raising, so the file is read
+    back before the rename: a whole gzip stream, and the image's grid and voxels."""
+
+    def check(tmp: Path) -> None:
+        try:
+            if tmp.name.endswith(".gz"):
+                _check_gzip_complete(tmp, "-")
+            back = sitk.ReadImage(str(tmp))
+        except (CaseError, RuntimeError) as err:
+            why = err.problem if isinstance(err, CaseError) else (str(err).strip().splitlines() or ["unreadable"])[-1][:160]
+            raise OSError(f"writing {path} failed, what was written does not read back (is the disk full?): {why}") from None
+        if not same_grid(back, image) or not np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image)):
+            raise OSError(f"writing {path} failed: what was written differs from the image (is the disk full?)")
+
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), check)
 
 
 def write_json(obj, path: str | os.PathLike) -> None:

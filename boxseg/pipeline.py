@@ -13,6 +13,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
+from boxseg.boxes import drawn_boxes
 from boxseg.io import (
     CaseError,
     array_like,
@@ -39,19 +40,21 @@ def _spacing_zyx(image: sitk.Image):
 USER_BOX_SOURCES = ("table", "file")
 
 
-def case_boxes(case, image, label, *, box_rows=None, box_file=None, margin_mm=0.0, tumor_values=(1,), label_path=None):
+def case_boxes(case, image, label, *, box_rows=None, box_file=None, margin_mm=0.0, tumor_values=(1,), label_path=None,
+               protocol="paper", box_seed=0, box_table=None):
     """The case's boxes and where they came from.
 
     In order: rows of the box table (``box_rows``), the case's own box file (``.mrk.json``
-    from 3D Slicer, or a box table), else boxes of the lesions in the label enlarged by
-    ``margin_mm`` (research mode), else none (a case to predict with an organ label).
+    from 3D Slicer, or a box table), else boxes drawn from the lesions in the label by the
+    research protocol (``protocol`` with ``margin_mm``, seeded by ``box_seed``), else none
+    (a case to predict with an organ label). ``box_table``: the table's path, for errors.
     """
     from boxseg.boxes import box_rows as rows_of
     from boxseg.boxes import read_box_table, read_slicer_rois, records_from_rows
     from boxseg.preprocess import make_boxes
 
     if box_rows:
-        return "table", records_from_rows(box_rows, image, case, "box table")
+        return "table", records_from_rows(box_rows, image, case, box_table or "box table")
     if box_file:
         try:
             if str(box_file).endswith(".json"):
@@ -59,12 +62,12 @@ def case_boxes(case, image, label, *, box_rows=None, box_file=None, margin_mm=0.
             else:
                 rows = rows_of(read_box_table(box_file), case)
         except (ValueError, KeyError, OSError) as err:
-            raise CaseError(case, box_file, f"unreadable box file: {err}") from None
+            raise CaseError(case, box_file, f"unreadable box file: {str(err).removeprefix(f'{box_file}: ')}") from None
         if not rows:
             raise CaseError(case, box_file, "no box for this case in the file")
         return "file", records_from_rows(rows, image, case, box_file)
     if label is not None and tumor_values is not None and np.isin(sitk.GetArrayViewFromImage(label), tumor_values).any():
-        return "label", make_boxes(case, image, label, label_path, margin_mm, tumor_values)
+        return "label", make_boxes(case, image, label, label_path, margin_mm, tumor_values, protocol, box_seed)
     return "none", []
 
 
@@ -78,10 +81,13 @@ def preprocess_case(
     out_geometry,
     *,
     box_rows=None,
+    box_table=None,
     box_file=None,
     needs_boxes=True,
     margin_mm,
-    slack_mm=None,
+    protocol="paper",
+    box_seed=0,
+    slack_mm=0.0,
     spacing_mm,
     roi_size_mm,
     window_hu,
@@ -93,21 +99,23 @@ def preprocess_case(
 
     Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
     cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
-    The boxes' slack for the ConvCRF prior is ``slack_mm`` on every face, or when None each
-    face's own margin as drawn for boxes made from a label (``with_face_slack``) and 0 for
-    drawn boxes.
+    The boxes record holds the boxes as drawn (nothing else of the label: ``boxes.drawn_boxes``),
+    how they were drawn (``protocol``, ``margin_mm``, ``box_seed`` for boxes from a label) and
+    ``slack_mm``, the one number a user states about how loose their readers draw (0: not told).
     """
     from boxseg.preprocess import crop_roi, lesion_on_grid, load_case
 
     image, label = load_case(case, image_path, label_path or None)
     source, boxes = case_boxes(case, image, label, box_rows=box_rows, box_file=box_file, margin_mm=margin_mm,
-                               tumor_values=tumor_values, label_path=label_path)
+                               tumor_values=tumor_values, label_path=label_path, protocol=protocol, box_seed=box_seed,
+                               box_table=box_table)
     if needs_boxes and not boxes:
         what = label_path or "case sheet"
         raise CaseError(case, what, f"a training case needs boxes: no box given and no lesion voxels (label values {list(tumor_values)})")
     if not boxes and (label is None or not np.isin(sitk.GetArrayViewFromImage(label), list(tumor_values) + list(organ_values)).any()):
         raise CaseError(case, label_path or image_path, "no box and no organ label to place the region of interest")
-    log.info("case %s: %d box(es) from %s, margin %.2f mm", case, len(boxes), source, margin_mm if source == "label" else 0.0)
+    drawn = f"{protocol} protocol, margin {float(margin_mm):g} mm" if source == "label" else "as drawn"
+    log.info("case %s: %d box(es) from %s (%s)", case, len(boxes), source, drawn)
     roi_image, roi_label, geometry = crop_roi(
         case,
         image,
@@ -126,9 +134,18 @@ def preprocess_case(
     write_image(roi_label, out_label)
     write_json(geometry, out_geometry)
     write_image(roi_image, out_image)
-    margin = float(margin_mm) if source == "label" else 0.0
-    slack = None if slack_mm is None else float(slack_mm)  # None: each box's face slack (boxes.face_slack)
-    write_json({"case": case, "source": source, "margin_mm": margin, "slack_mm": slack, "boxes": boxes}, out_boxes)
+    research = source == "label"
+    write_json({"case": case, "source": source, "protocol": protocol if research else None,
+                "margin_mm": float(margin_mm) if research else 0.0, "box_seed": int(box_seed) if research else None,
+                "slack_mm": float(slack_mm or 0.0), "boxes": drawn_boxes(boxes, case, out_boxes)}, out_boxes)
+
+
+def read_boxes(boxes_json, case: str) -> dict:
+    """A case's boxes record (``results/boxes/{case}.json``) as the method may read it: its
+    boxes checked to carry only what a drawn box carries (``boxes.drawn_boxes``)."""
+    record = read_json(boxes_json)
+    record["boxes"] = drawn_boxes(record["boxes"], case, boxes_json)
+    return record
 
 
 def roi_box_records(boxes: dict, geometry_json, roi_image: sitk.Image):
@@ -146,8 +163,8 @@ def roi_boxes(boxes: dict, geometry_json, roi_image: sitk.Image):
 
 
 def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, *, crf_params, threads=1, device="auto"):
-    """Stage 1: ConvCRF pseudo-mask from the case's boxes."""
-    from boxseg.boxes import face_slack
+    """Stage 1: ConvCRF pseudo-mask from the case's boxes and the slack the user stated
+    (``slack_mm``, one number; 0 = not told)."""
     from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
     from boxseg.device import configure_torch, select_device
     from boxseg.postprocess import largest_component_per_region
@@ -155,20 +172,18 @@ def pseudo_mask_case(case, roi_image_path, boxes_json, geometry_json, out_mask, 
 
     configure_torch(threads)
     image, roi = _array(roi_image_path, case)
-    record = read_json(boxes_json)
+    record = read_boxes(boxes_json, case)
     kept = roi_box_records(record, geometry_json, roi)
     if not kept:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
     bounds = [b for b, _ in kept]
-    told = record.get("slack_mm")  # a number for every face, or None: each face's own slack as drawn
-    slack = [face_slack(r) for _, r in kept] if told is None else float(told)
+    slack = float(record.get("slack_mm") or 0.0)
     prob = pseudo_mask_from_boxes(image, bounds, _spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False), slack_mm=slack)
     regions = np.zeros(image.shape, np.uint8)
     for i, b in enumerate(bounds, start=1):
         regions[roi_box_mask([b], image.shape) & (regions == 0)] = i
     mask = largest_component_per_region(prob > 0.5, regions)
-    said = "each face's own, as drawn" if told is None else f"{told:g} mm"
-    log.info("case %s: pseudo-mask %d voxels in %d box(es), slack %s", case, int(mask.sum()), len(bounds), said)
+    log.info("case %s: pseudo-mask %d voxels in %d box(es), stated slack %g mm", case, int(mask.sum()), len(bounds), slack)
     write_image(array_like(mask.astype(np.uint8), roi), out_mask)
 
 
@@ -306,7 +321,7 @@ def fuse_case(case, roi_image_path, pseudo_mask_path, model_paths, boxes_json, g
         model, patch = load_model(model_path, dev)
         preds.append(predict_probability(model, image, patch, dev) > threshold)
         write_image(array_like(preds[-1].astype(np.uint8), roi), out_path)
-    allowed = roi_box_mask(roi_boxes(read_json(boxes_json), geometry_json, roi), image.shape)
+    allowed = roi_box_mask(roi_boxes(read_boxes(boxes_json, case), geometry_json, roi), image.shape)
     union = fusion_union(pm, preds)
     prob = refine_mask(image, union, allowed, _spacing_zyx(roi), CRFParams.from_dict(crf_params), device=dev)
     fusion = prob > 0.5
@@ -346,8 +361,11 @@ def predict_case(case, roi_image_path, image_path, model_path, boxes_json, out_p
     dev = select_device(device)
     image, roi = _array(roi_image_path, case)
     original = read_image(image_path, case)
-    boxes = read_json(boxes_json)
-    model, patch = load_model(model_path, dev)
+    boxes = read_boxes(boxes_json, case)
+    try:
+        model, patch = load_model(model_path, dev)
+    except ValueError as err:
+        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
     prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
     raw = to_original_grid(prob_roi, original) > 0.5
     mask = postprocess_mask(raw, boxes, original, postprocess)

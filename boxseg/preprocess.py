@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from boxseg.boxes import box_records, boxes_on_grid, enlarge_boxes, lesion_boxes, with_face_slack
+from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid, protocol_rng
 from boxseg.geometry import (
     bounding_box,
     lesion_bearing_region,
@@ -18,22 +18,43 @@ from boxseg.io import CaseError, array_like, geometry_of, read_image, read_label
 
 
 def load_case(case: str, image_path, label_path=None):
-    """Read a case's image and, if given, its label (checked to share the grid)."""
+    """Read a case's image (checked to look like CT, ``check_hu``) and, if given, its label
+    (checked to share the grid)."""
     image = read_image(image_path, case)
+    check_hu(image, case, image_path)
     label = read_label(label_path, image, case) if label_path else None
     return image, label
 
 
-def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, margin_mm: float, tumor_values):
-    """Box records from a label map (research mode: boxes drawn from the truth), each with
-    the slack its faces were drawn with (``with_face_slack``)."""
+def check_hu(image: sitk.Image, case: str, path) -> None:
+    """A constant image is an error (nothing to see); one that does not look like CT in
+    Hounsfield units (no voxel below 0 and most above 500: stored without its rescale
+    intercept, e.g. HU + 1024 as unsigned) gets a warning in the log."""
+    import logging
+
+    array = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(array.min()), float(array.max())
+    if lo == hi:
+        raise CaseError(case, path, f"the image is constant ({lo:g} everywhere)")
+    median = float(np.median(array[::4, ::4, ::4]))
+    if lo >= 0 and median > 500:
+        logging.getLogger("boxseg").warning(
+            "case %s: %s: does not look like CT in Hounsfield units (minimum %g, median %g): if it was stored "
+            "without its rescale intercept (e.g. HU + 1024), windows and results will be wrong", case, path, lo, median)
+
+
+def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, margin_mm: float, tumor_values,
+               protocol: str = "paper", seed: int = 0):
+    """Box records drawn from a label map (research mode) by a simulated reader: ``protocol``
+    ``paper`` (every face ``margin_mm`` out) or ``annotator`` (each face its own random
+    margin, seeded by ``seed`` and the case; ``boxes.face_margins``). The records carry only
+    what a drawn box carries: nothing of the label but the box itself."""
     array = sitk.GetArrayViewFromImage(label)
-    spacing_mm = image.GetSpacing()[::-1]
-    tight = lesion_boxes(array, tumor_values)
-    if not tight:
+    boxes = boxes_from_label(array, image.GetSpacing()[::-1], margin_mm, tumor_values,
+                             protocol=protocol, rng=protocol_rng(seed, case))
+    if not boxes:
         raise CaseError(case, label_path, f"no lesion voxels (label values {list(tumor_values)}) to draw a box from")
-    boxes = enlarge_boxes(tight, array.shape, spacing_mm, margin_mm)
-    return with_face_slack(box_records(boxes, image), tight, spacing_mm)
+    return box_records(boxes, image)
 
 
 def crop_roi(

@@ -256,6 +256,7 @@ def train(
     foreground = [np.argwhere(v[1] == 1) for v in volumes] if settings.foreground_fraction > 0 else [None] * len(volumes)
     model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
+    progress = _Progress(step, settings.steps)
     while step < end:
         batch = []
         for _ in range(settings.batch_size):
@@ -281,6 +282,7 @@ def train(
         if step % settings.steps_per_epoch == 0 or step == settings.steps:
             history.append([step // settings.steps_per_epoch + (step % settings.steps_per_epoch > 0), step, float(np.mean(epoch_losses)), schedule.get_last_lr()[0]])
             epoch_losses = []
+            progress.log(step, history[-1][2])
         if checkpoint_path and settings.checkpoint_every and (step % settings.checkpoint_every == 0) and step < settings.steps:
             _atomic_torch_save(
                 {
@@ -306,6 +308,29 @@ def train(
     return model
 
 
+class _Progress:
+    """One log line per epoch, so a long training job is not silent: step, loss, steps per
+    second and the time left at that rate (from the steps this job has run)."""
+
+    def __init__(self, first_step: int, steps: int):
+        import time
+
+        self.clock, self.first, self.steps, self.start = time.perf_counter, first_step, steps, time.perf_counter()
+
+    def log(self, step: int, loss: float) -> None:
+        rate = (step - self.first) / max(self.clock() - self.start, 1e-9)
+        left = (self.steps - step) / rate if rate > 0 else float("nan")
+        log.info("step %d/%d, loss %.4f, %.2f steps/s, %s left", step, self.steps, loss, rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
 def _fingerprint(settings: TrainSettings, *arrays) -> str:
     """What a checkpoint must have been written for to be resumed: the settings and every
     training array (images, targets, weight maps, size targets), by content."""
@@ -327,11 +352,20 @@ def save_model(model, settings: TrainSettings, path) -> None:
 
 
 def load_model(path, device="cpu"):
-    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval(), tuple(state["patch_size"])
+    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size).
+
+    Raises:
+        ValueError: the file is not such a model (naming the file and why).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
+        model.load_state_dict(state["state_dict"])
+        patch_size = tuple(state["patch_size"])
+    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not a model written by boxseg ({type(err).__name__}: {why})") from None
+    return model.to(device).eval(), patch_size
 
 
 def predict_probability(model, image, patch_size, device="cpu", overlap: float = 0.5, flip_tta: bool = False) -> np.ndarray:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 from snakemake.utils import validate
 
@@ -9,9 +11,15 @@ from boxseg.dataset import (
     synthetic_sheet,
 )
 from boxseg.boxes import box_rows_by_case, read_box_table
-from boxseg.io import CASE_ID_PATTERN
+from boxseg.io import CASE_ID_PATTERN, check_model_file
 
 validate(config, schema="../schemas/config.schema.yaml")
+_window = config["preprocess"]["window_hu"]
+if not _window[0] < _window[1]:
+    raise ValueError(
+        f"preprocess.window_hu {_window}: the lower bound must be below the upper (e.g. [-200, 500]); "
+        "otherwise every image would be blank"
+    )
 
 DATASET = config["dataset"]
 if config.get("dataset_dir"):
@@ -90,11 +98,16 @@ TRAIN = sorted(c for c, s in SPLIT.items() if s == "train")
 TEST = sorted(c for c, s in SPLIT.items() if s == "test")
 PREDICT = sorted(c for c, s in SPLIT.items() if s == "predict")
 K = config["groups"]["k"]
-GROUP_OF = assign_groups(TRAIN, K, config["groups"]["seed"])
+MODEL = config.get("model")  # a trained final model to use instead of training one
+if MODEL:
+    check_model_file(MODEL)
+# with a trained model, a sheet of cases to predict needs no training cases
+GROUP_OF = (
+    {} if MODEL and not TRAIN else assign_groups(TRAIN, K, config["groups"]["seed"])
+)
 TUMOR = DATASET["tumor_values"]
 ORGAN = DATASET["organ_values"]
 METHODS = config["methods"]
-MODEL = config.get("model")  # a trained final model to use instead of training one
 
 
 wildcard_constraints:
@@ -124,22 +137,35 @@ def settings(section):
     return dict(sorted((config.get(section) or {}).items()))
 
 
+def available(path):
+    """``path`` as an input if it exists or the workflow makes it (``results/``, the
+    synthetic data); a user's file that is missing is no input, so only the job that
+    reads it fails (with one line), not the whole run at DAG build."""
+    return path if path.startswith("results/") or Path(path).exists() else []
+
+
 def image_of(wildcards):
-    return IMAGE[wildcards.case]
+    return available(IMAGE[wildcards.case])
 
 
 def label_of(wildcards):
-    return LABEL[wildcards.case]
+    return available(LABEL[wildcards.case])
+
+
+def case_files(wildcards):
+    """A case's image, and its label and box file where the sheet gives them."""
+    files = {"image": IMAGE[wildcards.case]}
+    if LABEL[wildcards.case]:
+        files["label"] = LABEL[wildcards.case]
+    if BOX_FILE[wildcards.case]:
+        files["box_file"] = BOX_FILE[wildcards.case]
+    return files
 
 
 def case_inputs(wildcards):
-    """A case's image, and its label and box file where the sheet gives them."""
-    inputs = {"image": IMAGE[wildcards.case]}
-    if LABEL[wildcards.case]:
-        inputs["label"] = LABEL[wildcards.case]
-    if BOX_FILE[wildcards.case]:
-        inputs["box_file"] = BOX_FILE[wildcards.case]
-    return inputs
+    """The case's files that are ``available``; the job reads their paths from its params,
+    so a missing one fails it with one line."""
+    return {k: v for k, v in case_files(wildcards).items() if available(v)}
 
 
 def final_settings(wildcards):

@@ -1,6 +1,6 @@
 rule preprocess:
-    """Boxes of the case (box table, box file, or the label's lesions enlarged by margin_mm),
-    then the ROI: resampled, HU-windowed, min-max normalised."""
+    """Boxes of the case (box table, box file, or drawn from the label's lesions by the
+    research protocol), then the ROI: resampled, HU-windowed, min-max normalised."""
     input:
         unpack(case_inputs),
     output:
@@ -13,10 +13,13 @@ rule preprocess:
     conda:
         "../envs/boxseg.yaml"
     params:
+        files=case_files,
         box_rows=lambda wc: BOX_ROWS.get(wc.case, []),
         needs_boxes=lambda wc: SPLIT[wc.case] == "train",
         margin_mm=config["boxes"]["margin_mm"],
-        slack_mm=config["boxes"].get("slack_mm"),
+        protocol=config["boxes"]["protocol"],
+        box_seed=config["boxes"]["seed"],
+        slack_mm=config["boxes"]["slack_mm"],
         spacing_mm=config["preprocess"]["spacing_mm"],
         roi_size_mm=config["preprocess"]["roi_size_mm"],
         window_hu=config["preprocess"]["window_hu"],

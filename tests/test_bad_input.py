@@ -131,7 +131,8 @@ def test_unknown_config_key_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     "cases, problem",
     [(["a", "a"], "case a: {sheet}: duplicate case id"), (["ok", "a/b"], "case a/b: {sheet}: invalid case id"),
-     (["ok", "x..y"], "case x..y: {sheet}: invalid case id")],
+     (["ok", "x..y"], "case x..y: {sheet}: invalid case id"), (["ok", "c" * 300], "c" * 20 + "...: 300 characters, at most 100"),
+     (["Case_1", "case_1"], "case Case_1: {sheet}: case ids ['Case_1', 'case_1'] differ only in upper and lower case")],
 )
 def test_bad_case_ids_in_a_sheet_name_the_case_and_the_sheet(tmp_path, cases, problem):
     image, label = tmp_path / "i.nii.gz", tmp_path / "l.nii.gz"
@@ -149,3 +150,60 @@ def test_bad_case_ids_in_a_sheet_name_the_case_and_the_sheet(tmp_path, cases, pr
     assert out.returncode != 0
     lines = [line for line in (out.stdout + out.stderr).splitlines() if problem.format(sheet=sheet) in line]
     assert len(lines) == 1, out.stdout + out.stderr
+
+
+def _dry_run(tmp_path, *configs, extra=()):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "-n", "--cores", "1",
+         "--configfile", str(ROOT / "config.yaml"), *map(str, configs), *extra],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )
+
+
+@pytest.mark.parametrize("window", [[100, 100], [500, -200]])
+def test_an_impossible_hu_window_is_refused(tmp_path, window):
+    (tmp_path / "w.yaml").write_text(f"preprocess:\n  window_hu: {window}\n")
+    out = _dry_run(tmp_path, tmp_path / "w.yaml")
+    assert out.returncode != 0 and f"preprocess.window_hu {window}: the lower bound must be below the upper" in out.stdout + out.stderr
+
+
+def test_a_model_that_is_not_one_is_refused_and_predicting_needs_no_training_case(tmp_path, case_files):
+    _, image, _ = case_files
+    (tmp_path / "model.pt").write_text("not a model\n")
+    sheet = tmp_path / "new.tsv"
+    sheet.write_text(f"case\timage\tsplit\nn1\t{image}\tpredict\n")
+    (tmp_path / "only.yaml").write_text(f"dataset:\n  source: sheet\n  sheet: {sheet}\n")
+    out = _dry_run(tmp_path, tmp_path / "only.yaml", extra=["--config", "model=model.pt"])
+    assert out.returncode != 0 and "model model.pt: not a model file written by boxseg" in out.stdout + out.stderr
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {}}, tmp_path / "model.pt")  # a torch archive: planned; its job then fails in one line
+    out = _dry_run(tmp_path, tmp_path / "only.yaml", extra=["--config", "model=model.pt"])
+    assert out.returncode == 0 and "groups" not in out.stdout + out.stderr, out.stdout + out.stderr  # no K groups of 0 cases
+    from boxseg.training import load_model
+
+    with pytest.raises(ValueError, match="model.pt: not a model written by boxseg"):
+        load_model(tmp_path / "model.pt")
+
+
+def test_a_constant_image_is_refused_and_one_not_in_hu_is_warned_about(tmp_path, caplog):
+    from boxseg.preprocess import load_case
+
+    flat = _write(tmp_path / "flat.nii.gz", np.full((6, 8, 8), 7, np.int16))
+    with pytest.raises(CaseError) as err:
+        load_case("c1", flat)
+    _one_line(err.value, "c1", "the image is constant (7 everywhere)")
+    shifted = _write(tmp_path / "shifted.nii.gz", (np.random.default_rng(0).normal(1040, 30, (6, 8, 8))).astype(np.uint16))
+    load_case("c2", shifted)
+    assert "does not look like CT in Hounsfield units" in caplog.text and "case c2" in caplog.text
+
+
+def test_a_label_on_another_origin_is_named_as_such(case_files):
+    d, image, label = case_files
+    moved = sitk.ReadImage(str(label))
+    moved.SetOrigin((5.0, 0.0, 0.0))
+    sitk.WriteImage(moved, str(d / "moved.nii.gz"))
+    from boxseg.preprocess import load_case
+
+    with pytest.raises(CaseError) as err:
+        load_case("c1", image, d / "moved.nii.gz")
+    _one_line(err.value, "c1", "label grid differs from the image grid: origin [5.0, 0.0, 0.0] against [0.0, 0.0, 0.0]")

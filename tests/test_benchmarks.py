@@ -5,7 +5,9 @@ threads benchmark each layout's throughput."""
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from boxseg.phantom import write_phantom_case
 
@@ -37,7 +39,7 @@ def test_crf_bench_rois_round_trip(tmp_path, capsys):
     bench.main(["--load-rois", str(tmp_path / "rois.npz"), "--out", str(tmp_path / "cached.tsv"), *common])
     direct = pd.read_csv(tmp_path / "direct.cases.tsv", sep="\t")
     cached = pd.read_csv(tmp_path / "cached.cases.tsv", sep="\t")
-    assert len(direct) == len(cached) == 2 * 2 * 3  # cases x margins x (box, ellipsoid, convcrf)
+    assert len(direct) == len(cached) == 2 * 2 * 4  # cases x margins x (box, ellipsoid, convcrf, convcrf_oracle)
     key = ["case", "margin_mm", "method"]
     both = direct.merge(cached, on=key, suffixes=("", "_cached"))
     assert len(both) == len(direct)
@@ -46,9 +48,27 @@ def test_crf_bench_rois_round_trip(tmp_path, capsys):
     conv = direct[direct["method"] == "convcrf"]["dsc"]
     box = direct[direct["method"] == "box"]["dsc"]
     assert conv.mean() > box.mean()
+    tight = direct[direct["margin_mm"] == 0].pivot(index="case", columns="method", values="dsc")
+    assert (tight["convcrf_oracle"] - tight["convcrf"]).abs().max() < 0.05  # a tight box: the truth is slack 0
     table = pd.read_csv(tmp_path / "cached.tsv", sep="\t")
-    assert set(table["method"]) == {"box", "ellipsoid", "convcrf"}
+    assert set(table["method"]) == {"box", "ellipsoid", "convcrf", "convcrf_oracle"}
     assert "convcrf" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="drawn by the 'paper' protocol"):
+        bench.main(["--load-rois", str(tmp_path / "rois.npz"), "--out", str(tmp_path / "a.tsv"), "--protocol", "annotator", *common])
+
+
+def test_crf_bench_annotator_boxes_differ_per_face(tmp_path):
+    """The annotator protocol draws each face its own margin: at 3.5 mm the oracle's true
+    slack differs between faces, and the paper protocol's does not (up to voxel rounding)."""
+    kits = _phantom_kits(tmp_path / "kits", 1)
+    bench = _load("crf_bench")
+    prep = {"spacing_mm": [2.0, 2.0, 2.0], "window_hu": [-200, 500]}
+    (case,) = bench.find_cases(kits, None)
+    slack = {}
+    for protocol in ("paper", "annotator"):
+        rois = list(bench.prepared_rois([case], [3.5], prep, protocol, 0))
+        slack[protocol] = np.concatenate([np.r_[lo, hi] for lo, hi in rois[0][-1]])
+    assert np.ptp(slack["paper"]) < 1.0 and np.ptp(slack["annotator"]) > 2.0, slack  # measured 0.38 and 3.39 mm
 
 
 def test_train_bench_reports_step_time(capsys):

@@ -202,7 +202,7 @@ def test_shrink_box_per_face_and_never_below_one_voxel():
 
 def test_each_face_told_its_own_slack_keeps_a_box_loose_on_one_side():
     """A box tight on five faces and 6 mm loose on one: one slack for every face cuts the
-    lesion, each face's own slack (as research mode tells it) recovers it."""
+    lesion, each face's own slack (as crf_bench.py's oracle row tells it) recovers it."""
     image, obj, spacing = _toy()
     idx = np.argwhere(obj)
     lo, hi = idx.min(0).astype(float), idx.max(0) + 1.0

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from boxseg.boxes import box_mask, box_records, boxes_from_label, boxes_on_grid, face_slack, records_from_rows
+from boxseg.boxes import (
+    DRAWN_BOX_KEYS,
+    box_mask,
+    box_records,
+    boxes_from_label,
+    boxes_on_grid,
+    face_margins,
+    records_from_rows,
+)
 from boxseg.geometry import index_to_physical, physical_to_index, resample, roi_reference, to_original_grid
 from boxseg.io import array_like, same_grid
 from boxseg.preprocess import crop_roi, make_boxes, roi_box_mask
@@ -73,19 +81,39 @@ class TestBoxes:
         (lo, hi), = boxes_from_label(label, (2.0, 1.0, 1.0), 3.5, (2,))
         assert lo.tolist() == [2, 4, 0] and hi.tolist() == [7, 15, 6]  # 3.5 mm: 2 voxels in z, 4 in y/x; clipped at 0
 
-    def test_face_slack_is_the_margin_as_drawn(self):
-        """3.5 mm is 1 voxel of 2.5 mm (2.5 mm) and 4 of 1 mm (4 mm); a face clipped at the
-        image's edge has the slack it kept. Drawn boxes have none."""
+    def test_paper_protocol_draws_every_face_the_margin_out(self):
+        """3.5 mm is 1 voxel of 2.5 mm and 4 of 1 mm; a face at the image's edge is clipped.
+        The record carries what a drawn box carries and nothing of the label."""
         label = np.zeros((10, 20, 20), np.uint8)
         label[4:6, 8:12, 1:3] = 2
         img = array_like(label, _image(spacing=(1.0, 1.0, 2.5), size=(20, 20, 10)))
-        (record,) = make_boxes("c1", img, img, "c1.nii.gz", 3.5, (2,))
+        (record,) = make_boxes("c1", img, img, "c1.nii.gz", 3.5, (2,), "paper")
         assert record["index_lo"] == [3, 4, 0] and record["index_hi"] == [6, 15, 6]
-        assert record["slack_mm_lo"] == [2.5, 4.0, 1.0] and record["slack_mm_hi"] == [2.5, 4.0, 4.0]
-        (tight,) = make_boxes("c1", img, img, "c1.nii.gz", 0.0, (2,))
-        assert face_slack(tight) == ([0.0] * 3, [0.0] * 3)
-        row = {"lesion": 1, "coordinates": "index", "min": (1, 8, 4), "max": (2, 11, 5)}
-        assert face_slack(records_from_rows([row], img, "c1", "boxes.tsv")[0]) == 0.0
+        assert set(record) == set(DRAWN_BOX_KEYS)
+        row = {"lesion": 1, "coordinates": "index", "min": (0, 4, 3), "max": (6, 15, 6)}
+        assert records_from_rows([row], img, "c1", "boxes.tsv") == [record]  # the same as a user's drawn box
+
+    def test_annotator_protocol_draws_each_face_its_own_seeded_margin(self):
+        """Each face uniform in [0, 2 margin], independent, the same for a case and seed."""
+        rng = np.random.default_rng(5)
+        margins = np.array(face_margins("annotator", 3.5, 400, rng))  # boxes x (lower, upper) x (z, y, x)
+        assert margins.min() >= 0.0 and margins.max() <= 7.0 and abs(margins.mean() - 3.5) < 0.1
+        assert abs(np.corrcoef(margins[:, 0, 0], margins[:, 1, 0])[0, 1]) < 0.15  # faces drawn independently
+        assert np.array_equal(face_margins("paper", 3.5, 2, rng), [(np.full(3, 3.5), np.full(3, 3.5))] * 2)
+        label = np.zeros((30, 40, 40), np.uint8)
+        label[12:18, 15:25, 15:25] = 2
+        img = array_like(label, _image(spacing=(1.0, 1.0, 2.0), size=(40, 40, 30)))
+        drawn = {seed: make_boxes("c1", img, img, "c1.nii.gz", 7.0, (2,), "annotator", seed) for seed in (0, 0, 1)}
+        again = make_boxes("c1", img, img, "c1.nii.gz", 7.0, (2,), "annotator", 0)
+        assert again == drawn[0] and drawn[1] != drawn[0]
+        other_case = make_boxes("c2", img, img, "c2.nii.gz", 7.0, (2,), "annotator", 0)
+        assert other_case[0]["index_lo"] != drawn[0][0]["index_lo"] or other_case[0]["index_hi"] != drawn[0][0]["index_hi"]
+        lo, hi = np.array(drawn[0][0]["index_lo"]), np.array(drawn[0][0]["index_hi"])
+        reach = [7, 14, 14]  # 2 x 7 mm in voxels of 2, 1, 1 mm (z, y, x)
+        assert (lo <= [12, 15, 15]).all() and (lo >= np.subtract([12, 15, 15], reach)).all()
+        assert (hi >= [17, 24, 24]).all() and (hi <= np.add([17, 24, 24], reach)).all()
+        with pytest.raises(ValueError, match="protocol must be one of"):
+            face_margins("exact", 3.5, 1, rng)
 
     def test_one_box_per_lesion_and_mask(self):
         label = np.zeros((6, 10, 30), np.uint8)

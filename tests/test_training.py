@@ -37,10 +37,14 @@ class TestLoss:
 
 
 class TestTraining:
-    def test_trains_saves_and_loads_weights_only(self, tmp_path):
+    def test_trains_saves_and_loads_weights_only(self, tmp_path, caplog):
         images, targets = _data()
         settings = TrainSettings(**{**TINY, "steps": 40, "learning_rate": 0.01})
-        train(images, targets, settings, tmp_path / "m.pt", tmp_path / "loss.tsv")
+        with caplog.at_level("INFO", logger="boxseg"):
+            train(images, targets, settings, tmp_path / "m.pt", tmp_path / "loss.tsv")
+        progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+        assert len(progress) == 20 and progress[-1].startswith("step 40/40, loss ") and "steps/s" in progress[0]
+        assert progress[-1].endswith("0 min 00 s left")  # one line per epoch, the time left at the rate so far
         lines = (tmp_path / "loss.tsv").read_text().splitlines()
         assert lines[0] == "epoch\tstep\tloss\tlearning_rate" and len(lines) == 21
         first, last = float(lines[1].split("\t")[2]), float(lines[-1].split("\t")[2])

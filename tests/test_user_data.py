@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from boxseg.boxes import boxes_from_label, face_slack
+from boxseg.boxes import DRAWN_BOX_KEYS, boxes_from_label
 from boxseg.geometry import index_to_physical
 from boxseg.phantom import make_phantom
 from tests.conftest import ROOT
@@ -70,6 +70,43 @@ def _faces_lps(img, lo, hi):
     return index_to_physical(img, corners)
 
 
+# Bad cases beside the good ones (each fails alone, with one line; issue "nothing lost in silence"):
+# case -> what its preprocess log must say
+BAD_CASES = {
+    "bad": "cannot read image (truncated or corrupt gzip",
+    "lesion0": "boxes.tsv: box 1 of 1: lesion 0 is not a whole number from 1 to 255",
+    "lesiontext": "boxes.tsv: box 1 of 1: lesion 'abc' is not a whole number from 1 to 255",
+    "lesiontwice": "boxes.tsv: box 2 of 2: lesion 1 is already the id of box 1 of 2: give each box its own id",
+    "sizenull": "center and size must be three finite numbers each",
+    "slicershape": "not a 3D Slicer markups file",
+    "noimage": "file not found",
+    "halfnii": "cannot read image (truncated: the file has",
+    "gapdicom": "DICOM slices are not evenly spaced",
+}
+
+
+def _add_bad_cases(data, rows, boxes):
+    """Test and predict cases that must each fail alone (``BAD_CASES``)."""
+    t0_box = next(b for b in boxes if b["case"] == "t0")
+    for case in ("lesion0", "lesiontext", "lesiontwice"):
+        rows.append({"case": case, "image": "t0.nii.gz", "label": "", "boxes": "", "split": "predict"})
+    boxes += [{**t0_box, "case": "lesion0", "lesion": 0}, {**t0_box, "case": "lesiontext", "lesion": "abc"},
+              {**t0_box, "case": "lesiontwice", "lesion": 1}, {**t0_box, "case": "lesiontwice", "lesion": 1}]
+    (data / "sizenull.mrk.json").write_text(json.dumps({"markups": [{"type": "ROI", "center": [0, 0, 0], "size": None}]}))
+    (data / "slicershape.mrk.json").write_text(json.dumps(["not", "markups"]))
+    for case in ("sizenull", "slicershape"):
+        rows.append({"case": case, "image": "t0.nii.gz", "label": "", "boxes": f"{case}.mrk.json", "split": "predict"})
+    rows.append({"case": "noimage", "image": "nowhere.nii.gz", "label": "", "boxes": "sizenull.mrk.json", "split": "predict"})
+    image = sitk.ReadImage(str(data / "t0.nii.gz"))
+    sitk.WriteImage(image, str(data / "halfnii.nii"))
+    with open(data / "halfnii.nii", "r+b") as f:
+        f.truncate((data / "halfnii.nii").stat().st_size // 2)
+    write_dicom_series(image, data / "gapdicom")
+    (data / f"gapdicom/{image.GetDepth() // 2:04d}.dcm").unlink()
+    for case, name in (("halfnii", "halfnii.nii"), ("gapdicom", "gapdicom")):
+        rows.append({"case": case, "image": name, "label": "", "boxes": "p0.mrk.json", "split": "predict"})
+
+
 @pytest.fixture(scope="module")
 def user_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("user")
@@ -108,6 +145,7 @@ def user_run(tmp_path_factory):
         rows.append(row)
     (data / "bad.nii.gz").write_bytes(b"\x1f\x8b this is not a gzip stream")
     rows.append({"case": "bad", "image": "bad.nii.gz", "label": "t0_label.nii.gz", "boxes": "", "split": "test"})
+    _add_bad_cases(data, rows, boxes)
     pd.DataFrame(rows).to_csv(data / "cases.tsv", sep="\t", index=False)
     pd.DataFrame(boxes).to_csv(data / "boxes.tsv", sep="\t", index=False)
     config = yaml.safe_load((ROOT / "tests/tiny_config.yaml").read_text())
@@ -121,13 +159,15 @@ def user_run(tmp_path_factory):
 
 @pytest.mark.integration
 class TestUserData:
-    def test_only_the_bad_case_fails_with_one_line(self, user_run):
-        work, data, result = user_run
+    @pytest.mark.parametrize("case", sorted(BAD_CASES))
+    def test_each_bad_case_fails_alone_with_one_line(self, user_run, case):
+        work, _, result = user_run
         assert result.returncode != 0
-        log = (work / "logs/preprocess/bad.log").read_text()
-        assert f"case bad: {data / 'bad.nii.gz'}: " in log
-        assert "case bad:" in result.stdout + result.stderr
-        for leftover in ("results/boxes/bad.json", "results/roi/bad/image.nii.gz", "results/roi/bad/geometry.json"):
+        log = (work / f"logs/preprocess/{case}.log").read_text()
+        errors = [line for line in log.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and f"case {case}: " in errors[0] and BAD_CASES[case] in errors[0], log
+        assert f"ERROR case {case}:" in result.stdout + result.stderr
+        for leftover in (f"results/boxes/{case}.json", f"results/roi/{case}/image.nii.gz", f"results/roi/{case}/geometry.json"):
             assert not (work / leftover).exists()
         assert (work / "results/metrics/weak/t0.tsv").exists()  # every other case finished
         assert (work / "results/predictions/weak/p0/mask.nii.gz").exists()
@@ -137,10 +177,18 @@ class TestUserData:
         sources = {c: json.loads((work / f"results/boxes/{c}.json").read_text())["source"] for c in ("a0", "a1", "a2", "a3", "t0", "p0")}
         assert sources == {"a0": "table", "a1": "file", "a2": "table", "a3": "label", "t0": "table", "p0": "file"}
         records = {c: json.loads((work / f"results/boxes/{c}.json").read_text()) for c in ("a0", "a1", "a3")}
-        assert all(r["slack_mm"] is None for r in records.values())  # slack_mm null: each face's own slack
-        assert face_slack(records["a0"]["boxes"][0]) == face_slack(records["a1"]["boxes"][0]) == 0.0  # drawn boxes
-        assert min(min(f) for f in face_slack(records["a3"]["boxes"][0])) > 0  # from a label: the margin as drawn
+        assert all(r["slack_mm"] == 0.0 for r in records.values())  # not told, research mode included
+        assert all(set(b) == set(DRAWN_BOX_KEYS) for r in records.values() for b in r["boxes"])  # nothing of a label
+        assert records["a3"]["protocol"] == "paper" and records["a0"]["protocol"] is None
         assert "DICOM series" in (work / "logs/preprocess/a3.log").read_text()
+
+    def test_results_are_readable_by_the_group(self, user_run):
+        """A shared server: the workflow's outputs carry the user's umask (here 022), not the
+        owner-only mode of the temporary files they were written as."""
+        work, _, _ = user_run
+        for path in ("results/metrics/weak/t0.tsv", "results/predictions/weak/p0/mask.nii.gz", "results/models/weak/model.pt",
+                     "results/boxes/t0.json"):
+            assert (work / path).stat().st_mode & 0o044 == 0o044, path
 
     def test_masks_sit_on_each_original_grid(self, user_run):
         work, data, _ = user_run
@@ -168,7 +216,17 @@ class TestUserData:
         shutil.copy(work / "results/models/weak/model.pt", tmp_path / "model.pt")
         sheet = pd.DataFrame([{"case": "new1", "image": str(data / "p0.mha"), "boxes": str(data / "p0.mrk.json")}])
         sheet.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
-        shutil.copy(work / "config.yaml", tmp_path / "config.yaml")
+        config = yaml.safe_load((work / "config.yaml").read_text())
+        good = pd.read_csv(data / "cases.tsv", sep="\t", dtype=str, keep_default_na=False)
+        good = good[~good["case"].isin(BAD_CASES)]
+        for column in ("image", "label", "boxes"):
+            good[column] = [str(data / v) if v else "" for v in good[column]]
+        good.to_csv(tmp_path / "cases.tsv", sep="\t", index=False)
+        table = pd.read_csv(data / "boxes.tsv", sep="\t", dtype={"case": str})
+        table[~table["case"].isin(BAD_CASES)].to_csv(tmp_path / "boxes.tsv", sep="\t", index=False)
+        config["dataset"]["sheet"] = str(tmp_path / "cases.tsv")
+        config["boxes"]["table"] = str(tmp_path / "boxes.tsv")
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
         args = ["predict", "--configfile", "config.yaml", "--cores", "1", "--config", "predict_sheet=new.tsv", "model=model.pt"]
         counts = _job_counts(_run(args + ["-n"], tmp_path).stdout)
         assert counts == {"preprocess": 2, "infer": 2, "predict": 1, "total": 5}  # p0 of the sheet and new1; no training
@@ -177,13 +235,15 @@ class TestUserData:
 
     def test_edited_box_rows_rerun_only_their_case(self, user_run, tmp_path):
         """A box table row is its case's params: editing it reruns that case (and, for a
-        training case, what was trained on it), nothing else. ('bad' never finished.)"""
+        training case, what was trained on it), nothing else. (The bad cases never finished.)"""
         work, data, _ = user_run
         copy = tmp_path / "copy"
         shutil.copytree(work, copy, symlinks=True)
         table = pd.read_csv(data / "boxes.tsv", sep="\t")
         config = yaml.safe_load((copy / "config.yaml").read_text())
-        for case, expected in (("t0", {"preprocess": 2, "infer": 2, "evaluate": 2}), ("a0", {"preprocess": 2, "pseudo_mask": 1, "train_group": 1, "fuse": 4, "train_final": 1})):
+        failed = len(BAD_CASES)  # cases that never finished, planned again each time
+        for case, expected in (("t0", {"preprocess": 1 + failed, "infer": 1 + failed, "evaluate": 2}),
+                               ("a0", {"preprocess": 1 + failed, "pseudo_mask": 1, "train_group": 1, "fuse": 4, "train_final": 1})):
             edited = table.copy()
             edited.loc[edited["case"] == case, "x_max"] += 2.0
             edited.to_csv(copy / f"boxes_{case}.tsv", sep="\t", index=False)

@@ -89,13 +89,9 @@ class TestTinyWorkflow:
         assert (r / "group/predictions/case_00000/model_1.nii.gz").exists()
         assert (tiny_run / "logs/train_final/full.log").exists()
         record = json.loads((r / "boxes/case_00000.json").read_text())
-        assert record["source"] == "label" and record["slack_mm"] is None and record["margin_mm"] > 0  # null: per face
-        spacing = np.asarray(json.loads((r / "roi/case_00000/geometry.json").read_text())["original"]["spacing"][::-1])
-        drawn = np.round(record["margin_mm"] / spacing) * spacing  # the margin rounded to whole voxels per axis
-        for box in record["boxes"]:  # each face as drawn, or less where the image's edge clipped it
-            assert np.all(np.asarray(box["slack_mm_lo"]) <= drawn + 1e-3) and np.all(np.asarray(box["slack_mm_hi"]) <= drawn + 1e-3)
-            assert np.isclose(box["slack_mm_lo"], drawn, atol=1e-3).any()
-        assert "slack each face's own, as drawn" in (tiny_run / "logs/pseudo_mask/case_00000.log").read_text()
+        assert record["source"] == "label" and record["protocol"] == "paper" and record["margin_mm"] > 0
+        assert record["slack_mm"] == 0.0 and all(set(b) == {"lesion", "index_lo", "index_hi", "corners_lps_mm"} for b in record["boxes"])
+        assert "stated slack 0 mm" in (tiny_run / "logs/pseudo_mask/case_00000.log").read_text()
         quality = pd.read_csv(r / "label_quality.tsv", sep="\t").set_index("case")
         assert list(quality.index) == [f"case_{i:05d}" for i in range(4)] + ["mean", "mean_unseen"]
         assert list(quality.columns) == ["box", "pseudo_mask", "group_model_0", "group_model_1", "fusion_mask"]
