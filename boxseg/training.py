@@ -326,7 +326,7 @@ class _Progress:
 def _duration(seconds: float) -> str:
     if not np.isfinite(seconds):
         return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
