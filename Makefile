@@ -29,9 +29,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # The paper's tables on rendered KiTS19 (data/kits19-ct) and IBSI (../shared/data/ibsi-sts):
-# results/tables/table1-3.tsv and report.html. Long: see README "Experiments";
+# results/tables/table1-3.tsv and report.html. Long: see docs/experiments.md;
 # EXPERIMENTS=experiments/quick.yaml runs the same set at a quick budget; TRAINING_THREADS=1
-# trains with one thread per job, CORES jobs side by side (README "Experiments").
+# trains with one thread per job, CORES jobs side by side (docs/experiments.md).
 experiments: $(STAMP)
 	$(BIN)/python experiments/run.py --config $(EXPERIMENTS) --cores $(CORES) \
 	  $(if $(TRAINING_THREADS),--training-threads $(TRAINING_THREADS))

@@ -1,4 +1,4 @@
-"""Weak labels of the baselines the paper compares against (METHOD.md, Table 2).
+"""Weak labels of the baselines the paper compares against (docs/method.md, "What the paper reports").
 
 SDI (Khoreva et al. 2017): 2D boxes on every axial slice of the lesion; the
 initial labels are lesion where the box's inner region and a GrabCut-style

@@ -506,7 +506,7 @@ def _run_refine(image, prior, allowed, spacing_mm, params, device, not_backgroun
 def box_downsample(box, spacing_mm, params: CRFParams) -> int:
     """The message grid's coarsening factor for one box (lo, hi) (``downsample_box_mm``):
     longer-range messages for larger lesions. On 8 + 8 dev cases a short reach served
-    tight boxes of small lesions and a long one loose boxes of large lesions (README)."""
+    tight boxes of small lesions and a long one loose boxes of large lesions (docs/method.md)."""
     if params.downsample_box_mm <= 0:
         return params.downsample
     lo, hi = box

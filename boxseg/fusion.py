@@ -1,4 +1,4 @@
-"""Stage 2 equations: fusion union and voxel weight map (METHOD.md)."""
+"""Stage 2 equations: fusion union and voxel weight map (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -399,7 +399,7 @@ def evaluate_case(case, raw_prediction_path, image_path, label_path, boxes_json,
 
 def label_quality(cases, roi_labels, boxes_jsons, geometry_jsons, pseudo_masks, out_tsv, *, fusion_masks=None, group_predictions=None,
                   group_of=None):
-    """Training-label quality (METHOD.md Table 3): DSC against the reference lesion on the ROI grid
+    """Training-label quality (docs/method.md, "What the paper reports": Table 3): DSC against the reference lesion on the ROI grid
     of each training case's box, pseudo-mask PM, group-model masks P1..PK and fusion mask FM.
 
     One row per case, then ``mean`` (every training case) and, with ``group_of`` (case -> the

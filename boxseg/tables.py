@@ -1,4 +1,4 @@
-"""The paper's tables from experiment runs (METHOD.md): one run directory per
+"""The paper's tables from experiment runs (docs/method.md): one run directory per
 (dataset, margin, seed), each a normal workflow run with several methods.
 
 Table 1: margins x {K=0 WCE, K=3 WCE, K=3 VWCE, K=3 VWCE + largest component}, and fully

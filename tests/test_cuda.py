@@ -1,6 +1,6 @@
 """The CUDA code paths, run where a GPU is present (skipped on CPU-only machines, CI among them).
 
-`benchmarks/gpu_check.sh` runs this file on a GPU machine; the README ("Benchmarks") gives the last result.
+`benchmarks/gpu_check.sh` runs this file on a GPU machine; `docs/benchmarks.md` gives the last result.
 """
 
 import numpy as np
