@@ -205,6 +205,8 @@ def _lesion_id(value):
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    if np.isnan(number):
+        return ""  # an empty cell
     return int(number) if np.isfinite(number) and number == int(number) else str(value)
 
 

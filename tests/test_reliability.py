@@ -137,3 +137,23 @@ def test_sigterm_stops_a_job_with_one_line(tmp_path, capsys):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert "the same command resumes it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lesions, problem", [
+    ([0], "box 1 of 1: lesion 0 is not a whole number from 1 to 255"),
+    ([300], "box 1 of 1: lesion 300 is not a whole number from 1 to 255"),
+    ([-1], "box 1 of 1: lesion -1 is not"),
+    (["abc"], "box 1 of 1: lesion 'abc' is not"),
+    ([float("nan")], "box 1 of 1: lesion '' is not"),
+    ([2.5], "box 1 of 1: lesion '2.5' is not"),
+    ([1, 2, 1], "box 3 of 3: lesion 1 is already the id of box 1 of 3"),
+])
+def test_box_table_lesion_ids_are_checked_per_case(lesions, problem):
+    from boxseg.boxes import _lesion_id, check_lesion_ids
+    from boxseg.io import CaseError
+
+    rows = [{"lesion": _lesion_id(v)} for v in lesions]
+    with pytest.raises(CaseError) as err:
+        check_lesion_ids(rows, "c1", "boxes.tsv")
+    assert str(err.value).startswith("case c1: boxes.tsv: ") and problem in str(err.value)
+    check_lesion_ids([{"lesion": _lesion_id(v)} for v in (1, "2", 255.0)], "c1", "boxes.tsv")  # whole numbers pass
