@@ -176,9 +176,13 @@ def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
     return image
 
 
+SLICE_GAP_TOLERANCE = 0.2  # of the typical slice step: scanners round positions to 0.01 mm; a lost slice doubles a step
+
+
 def _check_slice_spacing(files, directory: Path, case: str) -> None:
-    """The series' slices evenly spaced along their normal: a missing slice would otherwise
-    be read with the spacing averaged over the gap, every slice after it misplaced."""
+    """The series' slices evenly spaced along their normal (within ``SLICE_GAP_TOLERANCE``):
+    a missing slice would otherwise be read with the spacing averaged over the gap, every
+    slice after it misplaced."""
     if len(files) < 3:
         return
     positions, normal = [], None
@@ -195,7 +199,7 @@ def _check_slice_spacing(files, directory: Path, case: str) -> None:
     steps = np.diff(positions)  # the files in ITK's order (sorted along the normal)
     typical = float(np.median(np.abs(steps)))
     worst = int(np.argmax(np.abs(np.abs(steps) - typical)))
-    if typical == 0 or abs(abs(steps[worst]) - typical) > max(0.01 * typical, 1e-3):
+    if typical == 0 or abs(abs(steps[worst]) - typical) > max(SLICE_GAP_TOLERANCE * typical, 0.01):
         raise CaseError(case, directory, f"DICOM slices are not evenly spaced: {abs(steps[worst]):.3f} mm between slices "
                         f"{worst + 1} and {worst + 2} of {len(files)}, {typical:.3f} mm elsewhere (a missing or duplicate slice?)")
 

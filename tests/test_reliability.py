@@ -157,3 +157,17 @@ def test_box_table_lesion_ids_are_checked_per_case(lesions, problem):
         check_lesion_ids(rows, "c1", "boxes.tsv")
     assert str(err.value).startswith("case c1: boxes.tsv: ") and problem in str(err.value)
     check_lesion_ids([{"lesion": _lesion_id(v)} for v in (1, "2", 255.0)], "c1", "boxes.tsv")  # whole numbers pass
+
+
+def test_a_dicom_series_missing_a_slice_is_refused_and_rounded_positions_are_not(tmp_path):
+    """Positions rounded to 0.01 mm on 0.625 mm slices read as they are; a lost slice is one line."""
+    from boxseg.io import CaseError, read_image
+    from tests.test_user_data import write_dicom_series
+
+    image = sitk.GetImageFromArray((np.random.default_rng(0).normal(size=(12, 16, 16)) * 100).astype(np.int16))
+    image.SetSpacing((0.7, 0.7, 0.625))
+    write_dicom_series(image, tmp_path / "ct", decimals=2)
+    assert read_image(tmp_path / "ct", "c1").GetSize() == (16, 16, 12)
+    (tmp_path / "ct/0006.dcm").unlink()
+    with pytest.raises(CaseError, match="DICOM slices are not evenly spaced: 1.2[0-9]* mm between slices 6 and 7 of 11"):
+        read_image(tmp_path / "ct", "c1")

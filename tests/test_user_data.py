@@ -28,8 +28,9 @@ def _oblique(angle_deg=15.0):
     return (np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.diag([-1.0, -1.0, 1.0])).ravel().tolist()
 
 
-def write_dicom_series(image: sitk.Image, directory: Path):
-    """One CT slice per file with the position and orientation tags a scanner writes."""
+def write_dicom_series(image: sitk.Image, directory: Path, decimals: int = 4):
+    """One CT slice per file with the position and orientation tags a scanner writes
+    (positions with ``decimals`` digits, as scanners round them)."""
     directory.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -39,7 +40,7 @@ def write_dicom_series(image: sitk.Image, directory: Path):
         s = image[:, :, i]
         tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0008|0018": f"{uid}.{i + 1}",
                 "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
-                "0020|0032": "\\".join(f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, i))),
+                "0020|0032": "\\".join(f"{v:.{decimals}f}" for v in image.TransformIndexToPhysicalPoint((0, 0, i))),
                 "0020|0013": str(i + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}"}
         for tag, value in tags.items():
             s.SetMetaData(tag, value)
