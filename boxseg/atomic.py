@@ -22,9 +22,9 @@ def atomic_write(path: str | os.PathLike, write, check=None, allow_empty: bool =
 
     ``check(tmp)`` raises when what was written is not whole (a writer that reports a short
     write without raising, as ITK's does on a full disk); an empty file fails unless
-    ``allow_empty``. The
-    file gets the permissions a new file gets (``0o666`` less the umask), not the temporary
-    file's owner-only ones, so a group can read results on a shared server.
+    ``allow_empty``. The file gets the permissions a new file gets (``0o666`` less the
+    umask), not the temporary file's owner-only ones, so a group can read results on a
+    shared server.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

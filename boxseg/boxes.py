@@ -127,9 +127,9 @@ DRAWN_BOX_KEYS = ("lesion", "index_lo", "index_hi", "corners_lps_mm")
 
 def drawn_boxes(records, case: str, source) -> list:
     """``records`` checked to carry only what a drawn box carries (``DRAWN_BOX_KEYS``):
-    the information rule, enforced where boxes reach the method (stage 1, fusion, the
-    final training and inference). A label-derived field is an error naming the case,
-    the file and the field."""
+    the information rule, enforced where boxes reach the method (stage 1, fusion and
+    inference, through ``pipeline.read_boxes``) and where research mode writes them. A
+    label-derived field is an error naming the case, the file and the field."""
     from boxseg.io import CaseError
 
     for r in records:

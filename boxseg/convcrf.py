@@ -599,15 +599,14 @@ def estimate_box_slack(mask: np.ndarray, box, inner_box, spacing_mm, params: CRF
     Example:
         >>> inner = estimate_box_slack(prob > 0.5, (lo, hi), (lo, hi), (2.0, 2.0, 2.0), params)
     """
-    from scipy import ndimage as ndi
+    from boxseg.postprocess import largest_component
 
     lo, hi = (np.asarray(b, float) for b in box)
     in_lo, in_hi = (np.asarray(b, float) for b in inner_box)
     region = tuple(slice(int(max(np.floor(a), 0)), int(np.ceil(b))) for a, b in zip(lo, hi))
-    components, n = ndi.label(mask[region], structure=np.ones((3, 3, 3)))
-    if n == 0:
+    largest = largest_component(mask[region], structure=np.ones((3, 3, 3)))  # 26-connected
+    if not largest.any():
         return in_lo, in_hi
-    largest = components == 1 + int(np.argmax(ndi.sum_labels(np.ones_like(components), components, range(1, n + 1))))
     ext_lo, ext_hi = np.zeros(3), np.zeros(3)
     for axis in range(3):
         profile = largest.sum(axis=tuple(a for a in range(3) if a != axis))

@@ -142,7 +142,8 @@ def _check_not_truncated(path: Path, case: str) -> None:
     if name.endswith(".nii"):
         expected += 352
     else:
-        head = path.open("rb").read(1 << 16)
+        with path.open("rb") as f:
+            head = f.read(1 << 16)
         end = head.find(b"\n\n") + 2 if name.endswith(".nrrd") else head.find(b"ElementDataFile")
         if end <= 1 or (name.endswith(".mha") and b"LOCAL" not in head[end:end + 40]):
             return  # data in another file

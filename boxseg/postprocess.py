@@ -8,10 +8,11 @@ from scipy import ndimage as ndi
 CONNECTIVITY_18 = ndi.generate_binary_structure(3, 2)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 18-connected component of a 3D binary mask (empty stays empty)."""
+def largest_component(mask: np.ndarray, structure: np.ndarray = CONNECTIVITY_18) -> np.ndarray:
+    """Keep the largest connected component of a 3D binary mask (18-connected unless
+    ``structure`` says otherwise; the first of equal ones; empty stays empty)."""
     mask = np.asarray(mask, bool)
-    components, n = ndi.label(mask, structure=CONNECTIVITY_18)
+    components, n = ndi.label(mask, structure=structure)
     if n <= 1:
         return mask.copy()
     sizes = np.bincount(components.ravel())
