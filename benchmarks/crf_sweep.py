@@ -33,14 +33,12 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_bench import find_cases, load_rois, prepared_rois, stage1_settings
-
-from boxseg.convcrf import CRFParams, pseudo_mask_from_boxes
+from boxseg.bench import find_cases, load_rois, parse_grid, prepared_rois, report, stage1_settings
+from boxseg.convcrf import CRFParams
 from boxseg.dataset import test_split
 from boxseg.metrics import dice
+from boxseg.stage1 import pseudo_mask_from_boxes
 
 # The documented configs whose test cases never choose a setting, by benchmark dataset name.
 DOCUMENTED_CONFIGS = {"kits19": ROOT / "configs/kits19.yaml", "ibsi": ROOT / "configs/ibsi.yaml"}
@@ -55,17 +53,6 @@ def dev_cases(names: dict, n: int) -> dict:
         test = test_split(sorted(cases), split.get("test_cases") or (), split.get("test_fraction", 0.25), split.get("split_seed", 0))
         out[dataset] = set([c for c in sorted(cases) if c not in test][:n])
     return out
-
-
-def parse_grid(items):
-    """KEY=V1,V2 -> {KEY: [V1, V2]} with YAML-typed values."""
-    grid = {}
-    for item in items:
-        key, sep, values = item.partition("=")
-        if not sep or not values:
-            raise SystemExit(f"--grid {item!r}: expected KEY=V1,V2")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",")]
-    return grid
 
 
 def sweep(rois, base: dict, grid: dict, n_dev: int, slack: float, names: dict | None = None):
@@ -93,14 +80,6 @@ def sweep(rois, base: dict, grid: dict, n_dev: int, slack: float, names: dict | 
         print(f"{row['point']}: dev {row.get('dev_mean', np.nan):.3f}, held-out {row['held_mean']:.3f}", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     return table.sort_values("dev_mean" if "dev_mean" in table else "held_mean", ascending=False).reset_index(drop=True)
-
-
-def report(table: pd.DataFrame, out=None):
-    """Write the table as TSV to ``out`` (if given) and print it."""
-    if out:
-        table.to_csv(out, sep="\t", index=False, float_format="%.4f")
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def main(argv=None):

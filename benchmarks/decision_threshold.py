@@ -27,30 +27,26 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_sweep import report
-from fusion_sweep import merged
-
+from boxseg import layout as L
+from boxseg.bench import merged, report
 from boxseg.geometry import to_original_grid
 from boxseg.io import read_image, read_json, read_lesion
 from boxseg.metrics import dice
-from boxseg.pipeline import POSTPROCESSING, postprocess_mask
+from boxseg.postprocess import POSTPROCESSING, postprocess_mask
 
 
 def case_scores(run_dir: Path, methods, thresholds, tumor_values) -> pd.DataFrame:
     """One row per labelled test case, method, threshold and post-processing."""
-    results = run_dir / "results"
-    cases = pd.read_csv(results / "cases.tsv", sep="\t", dtype=str, keep_default_na=False)
+    cases = pd.read_csv(L.path(L.CASES, run_dir), sep="\t", dtype=str, keep_default_na=False)
     test = cases[(cases["split"] == "test") & (cases["label"] != "")]
     rows = []
     for case, image_path, label_path in test[["case", "image", "label"]].itertuples(index=False):
         image = read_image(run_dir / image_path, case)
         ref = read_lesion(run_dir / label_path, image, tumor_values, case)
-        boxes = read_json(results / "boxes" / f"{case}.json")
+        boxes = read_json(L.path(L.BOXES, run_dir, case=case))
         for method in methods:
-            path = results / "predictions" / method / case / "probability_roi.nii.gz"
+            path = L.path(L.PROBABILITY_ROI, run_dir, method=method, case=case)
             probability = to_original_grid(read_image(path, case), image)
             for threshold in thresholds:
                 for postprocess in POSTPROCESSING:
@@ -82,13 +78,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not all(0 < t < 1 for t in args.thresholds):
         sys.exit("thresholds must lie strictly between 0 and 1")
-    missing = [m for m in args.methods if not (args.run_dir / "results" / "predictions" / m).is_dir()]
+    missing = [m for m in args.methods if not L.path(L.MODEL, args.run_dir, method=m).exists()]
     if missing:
-        sys.exit(f"no predictions of {', '.join(missing)} under {args.run_dir / 'results' / 'predictions'}")
+        sys.exit(f"no final model of {', '.join(missing)} in {args.run_dir} ({L.MODEL})")
     tumor_values = merged(args.config)["dataset"]["tumor_values"]
     scores = case_scores(args.run_dir, args.methods, args.thresholds, tumor_values)
     if scores.empty:
-        sys.exit(f"no labelled test cases in {args.run_dir / 'results' / 'cases.tsv'}")
+        sys.exit(f"no labelled test cases in {L.path(L.CASES, args.run_dir)}")
     table = summarise(scores)
     report(table, args.out)
 

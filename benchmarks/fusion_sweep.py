@@ -27,34 +27,24 @@ in the smallest and the largest third of the lesions.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from crf_sweep import parse_grid, report
-
-from boxseg.convcrf import CRFParams, refine_mask
+from boxseg import layout as L
+from boxseg.bench import merged, parse_grid, report
+from boxseg.boxes import bounds_mask, roi_bounds
+from boxseg.convcrf import refine_mask
+from boxseg.crf_params import CRFParams
 from boxseg.fusion import fusion_union
-from boxseg.io import read_json
+from boxseg.io import read_array, read_json, spacing_zyx
 from boxseg.metrics import dice
-from boxseg.pipeline import _array, _spacing_zyx, roi_boxes
-from boxseg.preprocess import roi_box_mask
-from boxseg.training import load_model, predict_probability
-from experiments.run import _merge
-
-
-def merged(paths):
-    """Config files layered as Snakemake layers --configfile (the experiment driver's merge)."""
-    return functools.reduce(_merge, (yaml.safe_load(Path(path).read_text()) or {} for path in paths), {})
+from boxseg.network import load_model, predict_probability
 
 
 def default_thresholds(config: dict) -> list[float]:
@@ -71,24 +61,23 @@ def default_thresholds(config: dict) -> list[float]:
 def training_cases(run_dir: Path):
     """(case, ROI image, reference, pseudo-mask, box region, spacing) of each
     training case of the run, sorted by name."""
-    results = run_dir / "results"
-    cases = pd.read_csv(results / "cases.tsv", sep="\t", dtype=str)
+    cases = pd.read_csv(L.path(L.CASES, run_dir), sep="\t", dtype=str)
     for case in sorted(cases.loc[cases["split"] == "train", "case"]):
-        roi_dir = results / "roi" / case
-        image, roi = _array(roi_dir / "image.nii.gz", case)
-        label = roi_dir / "label.nii.gz"
+        image, roi = read_array(L.path(L.ROI_IMAGE, run_dir, case=case), case)
+        label = L.path(L.ROI_LABEL, run_dir, case=case)
         if not label.exists():
             raise SystemExit(f"{case}: no reference label at {label} (the sweep needs research mode)")
-        reference = _array(label, case, np.uint8)[0] > 0
-        pseudo_mask = _array(results / "pseudomasks" / f"{case}.nii.gz", case, np.uint8)[0] > 0
-        boxes = roi_boxes(read_json(results / "boxes" / f"{case}.json"), roi_dir / "geometry.json", roi)
-        yield case, image, reference, pseudo_mask, roi_box_mask(boxes, image.shape), _spacing_zyx(roi)
+        reference = read_array(label, case, np.uint8)[0] > 0
+        pseudo_mask = read_array(L.path(L.PSEUDO_MASK, run_dir, case=case), case, np.uint8)[0] > 0
+        records = read_json(L.path(L.BOXES, run_dir, case=case))["boxes"]
+        bounds = [b for b, _ in roi_bounds(records, read_json(L.path(L.ROI_GEOMETRY, run_dir, case=case)), roi)]
+        yield case, image, reference, pseudo_mask, bounds_mask(bounds, image.shape), spacing_zyx(roi)
 
 
 def group_probabilities(run_dir: Path, images, device="cpu"):
-    paths = sorted((run_dir / "results" / "group").glob("model_*/model.pt"))
+    paths = [L.path(L.GROUP_MODEL, run_dir, k=k) for k in range(len(list(run_dir.glob(L.GROUP_MODEL.format(k="*")))))]
     if not paths:
-        raise SystemExit(f"no group models under {run_dir / 'results' / 'group'} (the run needs K >= 1)")
+        raise SystemExit(f"no group models in {run_dir} ({L.GROUP_MODEL}; the run needs K >= 1)")
     models = [load_model(path, device) for path in paths]
     return [[predict_probability(model, image, patch, device) for model, patch in models] for image in images]
 

@@ -25,10 +25,10 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from boxseg.device import configure_torch
-from boxseg.training import TrainSettings, build_unet, predict_probability, train
+from boxseg.network import build_unet, predict_probability
+from boxseg.training import TrainSettings, train
 
 
 def volumes(shape, n, seed=0):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,7 +17,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write, check=None, allow_empty: bool = False) -> None:
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[Path], object],
+    check: Callable[[Path], object] | None = None,
+    allow_empty: bool = False,
+) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffixes, so writers
     that infer the format from the name still work), check it, then rename it onto ``path``.
 

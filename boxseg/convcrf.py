@@ -1,4 +1,5 @@
-"""3D convolutional CRF (Teichmann and Cipolla 2018) for box-supervised masks.
+"""3D convolutional CRF (Teichmann and Cipolla 2018): the engine that stage 1 (``stage1``)
+and stage 2's fusion (``refine_mask``) run.
 
 Binary labels (background, lesion) with a Potts pairwise term made of two
 truncated Gaussian kernels:
@@ -12,127 +13,23 @@ mean-field message is a sum over window offsets; we accumulate it offset by
 offset, which keeps memory linear in the number of voxels.
 
 The unary combines a spatial prior with a GrabCut-style intensity model
-re-estimated from the current solution. For a box the spatial prior encodes
-what a box says: voxels outside every box are background (clamped); inside,
-the inscribed ellipsoid is likely lesion and the corners are not
-(``box_prior``); a box known to be drawn with slack has its ellipsoid
-inscribed in the box moved in by that slack (``shrink_box``), and how loose a
-box is can be estimated from the image (``estimate_box_slack``): the gap
-between each face and a first solution. The same refinement serves the fusion masks of stage 2,
-with the union of masks as prior (``refine_mask``).
+re-estimated from the current solution (``refine``). The prior comes from the
+caller: a box's (``boxes.prior``) in stage 1, the union of masks in stage 2.
+Settings: ``crf_params.CRFParams``.
 
 Tensors are (batch, 1, z, y, x); spacings are (z, y, x) in mm.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-WINDOW_SHAPES = ("cube", "manhattan", "ball")
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """ConvCRF settings (defaults chosen on the dev data; see docs/results.md).
-
-    Args:
-        iterations: mean-field iterations per refinement round.
-        rounds: GrabCut-style rounds (intensity model re-estimated each round).
-        window_radius_vox: maximum kernel half-width in voxels per axis.
-        window_shape: which offsets within that half-width the kernels reach: ``cube``
-            (every offset), ``manhattan`` (|dz|/rz + |dy|/ry + |dx|/rx <= 1: the paper's
-            Manhattan-distance truncation) or ``ball`` (the same sum of squares <= 1).
-        theta_appearance_mm: spatial width of the appearance kernel.
-        theta_intensity: intensity width of the appearance kernel, in image units.
-        theta_smooth_mm: width of the smoothness kernel.
-        weight_appearance: weight of the appearance kernel.
-        weight_smooth: weight of the smoothness kernel.
-        prior_weight: weight of the spatial prior's log-odds in the unary.
-        intensity_weight: weight of the intensity log-likelihood ratio.
-        prior_softness: width of the box prior's fall-off at the ellipsoid surface.
-        histogram_bins: bins of the intensity histograms.
-        shell_mm: thickness of the shell outside the box sampled as background.
-        core_power: the first intensity model weighs voxels by prior ** core_power (the box core).
-        tighten_rounds: times the box prior is re-fitted to the extent of the current solution
-            (clamped to it: an under-segmented first solution cannot grow back).
-        estimate_slack: rounds of estimating how loose each box is from the image
-            (``estimate_box_slack``), 0 = off: each round measures how far every face lies
-            outside the current solution and solves again with the prior's ellipsoid
-            inscribed in the box moved in by that much (the prior still falls softly to the
-            faces, so a face moved in too far can grow back). Stage 1 only.
-        slack_profile_fraction: a face's gap is measured to where the solution's
-            cross-section first exceeds this fraction of its largest (0: any voxel).
-        slack_deadband_mm: taken off every measured gap (a tight box's solution stops about
-            a voxel short of some faces).
-        slack_share: >0: every face of a box is moved in at least as far as the k-th
-            largest gap of its six (readers draw a box about as loose on every side, and a
-            face where the lesion's neighbour looks like it shows no gap).
-        downsample: messages are computed on a grid coarser by this factor per axis (average
-            pooled image and q, spacing scaled) and interpolated back, as ConvCRF's "blur";
-            the unary stays at full resolution. 1 = exact.
-        downsample_box_mm: scale-adaptive messages for box pseudo-masks: the factor grows
-            with the lesion, f = max(downsample, min(downsample_max, 1 + floor(s /
-            downsample_box_mm))), s the shortest side in mm of the box (each box is refined
-            on its own, ``pseudo_mask_from_boxes``), so a larger box gets blurred, somewhat
-            longer-range messages on a coarser grid (the same physical window rounded up to
-            whole coarse voxels, each averaging f^3 voxels). 0 = off (always ``downsample``).
-            Not used by ``refine_mask`` (no boxes there).
-        downsample_max: the largest factor ``downsample_box_mm`` may choose.
-        kernel_cache_mb: the kernels of the window's offset pairs are kept across mean-field
-            iterations when they take at most this many MiB (half the window times the voxels
-            of the boxes' bounding region, on the message grid), else recomputed each
-            iteration; the same result either way. 0 = never kept: memory strictly linear in voxels.
-    """
-
-    iterations: int = 5
-    rounds: int = 1
-    window_radius_vox: int = 3
-    window_shape: str = "cube"
-    theta_appearance_mm: float = 6.0
-    theta_intensity: float = 0.03
-    theta_smooth_mm: float = 2.0
-    weight_appearance: float = 3.0
-    weight_smooth: float = 0.5
-    prior_weight: float = 1.0
-    intensity_weight: float = 0.5
-    prior_softness: float = 0.4
-    histogram_bins: int = 32
-    shell_mm: float = 8.0
-    core_power: float = 4.0
-    tighten_rounds: int = 0
-    estimate_slack: int = 0
-    slack_profile_fraction: float = 0.0
-    slack_deadband_mm: float = 0.0
-    slack_share: int = 0
-    downsample: int = 1
-    downsample_box_mm: float = 40.0
-    downsample_max: int = 3
-    kernel_cache_mb: float = 512.0
-
-    def __post_init__(self):
-        if self.window_shape not in WINDOW_SHAPES:
-            raise ValueError(f"CRFParams.window_shape must be one of {WINDOW_SHAPES}, got {self.window_shape!r}")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "window_shape" and (not np.isfinite(value) or value < 0):
-                raise ValueError(f"CRFParams.{f.name} must be finite and >= 0, got {value}")
-        if self.iterations < 1 or self.rounds < 1 or self.histogram_bins < 2 or self.downsample < 1 or self.downsample_max < 1:
-            raise ValueError("iterations, rounds, downsample and downsample_max must be >= 1 and histogram_bins >= 2")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> CRFParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values or {}) - known
-        if unknown:
-            raise ValueError(f"unknown ConvCRF parameter(s): {sorted(unknown)}")
-        return cls(**(values or {}))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from boxseg.crf_params import CRFParams
 
 
 def _window(spacing_mm, params: CRFParams):
@@ -193,7 +90,8 @@ def _pair_kernels(image: torch.Tensor, spacing_mm, params: CRFParams):
         yield offset, a, b, kernel
 
 
-def pairwise_message(q: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, spacing_mm, params: CRFParams, norm=None):
+def pairwise_message(q: torch.Tensor | None, image: torch.Tensor, valid: torch.Tensor, spacing_mm: Sequence[float],
+                     params: CRFParams, norm: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Kernel-weighted sums over the window: (sum_j k_ij q_j, sum_j k_ij valid_j), j != i.
 
     The kernel is accumulated offset pair by offset pair (``_pair_kernels``), so
@@ -241,7 +139,7 @@ class _KeptKernels:
             self.plan.append((on_core, self.message[a], self.message[b], self.source[a], self.source[b]))
 
     @staticmethod
-    def fit(image: torch.Tensor, spacing_mm, params: CRFParams) -> bool:
+    def fit(image: torch.Tensor, spacing_mm: Sequence[float], params: CRFParams) -> bool:
         """Whether the kernels of ``image`` take at most ``kernel_cache_mb``."""
         pairs = (len(_window(spacing_mm, params)[1]) + 1) // 2
         return pairs * image.numel() * image.element_size() <= params.kernel_cache_mb * 2**20
@@ -276,7 +174,8 @@ def _messages(image: torch.Tensor, spacing_mm, params: CRFParams, core):
     return kind(image, spacing_mm, params, core)
 
 
-def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm, params: CRFParams):
+def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm: Sequence[float],
+               params: CRFParams) -> torch.Tensor:
     """Mean-field inference of the binary Potts CRF.
 
     Args:
@@ -355,7 +254,8 @@ def _log_histogram(values: torch.Tensor, weights: torch.Tensor, bins: int):
     return torch.log(hist / hist.sum().clamp_min(1e-8) + 1e-4)
 
 
-def intensity_log_ratio(image, fg_weight, bg_weight, bins: int):
+def intensity_log_ratio(image: torch.Tensor, fg_weight: torch.Tensor, bg_weight: torch.Tensor,
+                        bins: int) -> torch.Tensor:
     """log p(I | lesion) - log p(I | background), from weighted histograms of ``image`` in [0, 1]."""
     flat = image.reshape(-1).clamp(0.0, 1.0)
     log_fg = _log_histogram(flat, fg_weight.reshape(-1), bins)
@@ -364,7 +264,8 @@ def intensity_log_ratio(image, fg_weight, bg_weight, bins: int):
     return (log_fg - log_bg)[index].view_as(image).clamp(-4.0, 4.0)
 
 
-def refine(image, prior, allowed, sample_bg, spacing_mm, params: CRFParams):
+def refine(image: torch.Tensor, prior: torch.Tensor, allowed: torch.Tensor, sample_bg: torch.Tensor,
+           spacing_mm: Sequence[float], params: CRFParams) -> torch.Tensor:
     """GrabCut-style rounds of (intensity model, mean field) from a spatial prior.
 
     Args:
@@ -398,78 +299,6 @@ def _crop_around(mask: np.ndarray, pad):
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
-def box_prior(shape, box_lo, box_hi, softness: float, inner=None):
-    """Prior lesion probability of a box on a grid of ``shape`` (z, y, x).
-
-    ``box_lo``/``box_hi`` are continuous voxel-edge bounds. A lesion inside a box
-    touches every face and is roughly convex, so its likeliest extent is the
-    inscribed ellipsoid: the prior is 1/2 on the ellipsoid surface, rises
-    toward the centre and falls toward the corners; it is 0 outside the box.
-    ``inner`` (lo, hi): inscribe the ellipsoid in this box instead (a box drawn with
-    slack; ``shrink_box``); the prior still falls smoothly to the box's faces.
-    """
-    lo, hi = np.asarray(box_lo, float), np.asarray(box_hi, float)
-    e_lo, e_hi = (lo, hi) if inner is None else (np.asarray(inner[0], float), np.asarray(inner[1], float))
-    centre, half = (e_lo + e_hi) / 2.0 - 0.5, np.maximum((e_hi - e_lo) / 2.0, 0.5)
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
-    r = np.sqrt(sum(((g - c) / h) ** 2 for g, c, h in zip(grids, centre, half)))
-    inside = np.ones(shape, bool)
-    for g, a, b in zip(grids, lo, hi):
-        inside &= (g >= a - 0.5 + 1e-6) & (g <= b - 0.5 - 1e-6)
-    with np.errstate(over="ignore"):  # exp overflow -> inf -> prior 0, as intended for hard edges
-        prior = 1.0 / (1.0 + np.exp(-(1.0 - r) / max(softness, 1e-3)))
-    return np.where(inside, prior, 0.0).astype(np.float32), inside
-
-
-def shrink_box(lo, hi, spacing_mm, slack_mm):
-    """The box moved in by its slack (per axis in voxels of ``spacing_mm``), never below one
-    voxel, nor past its centre: where a box drawn with that much slack says the lesion's own
-    extent is.
-
-    ``slack_mm`` is one number for every face, or a pair (lower faces, upper faces) of
-    per-axis (z, y, x) mm: the slack of each face (known only to a benchmark's oracle).
-    """
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    if np.ndim(slack_mm) == 0:
-        s_lo = s_hi = np.full(lo.shape, float(slack_mm))
-    else:
-        s_lo, s_hi = (np.asarray(s, float) for s in slack_mm)
-    spacing = np.asarray(spacing_mm, float)
-    d_lo, d_hi = np.maximum(s_lo / spacing, 0.0), np.maximum(s_hi / spacing, 0.0)
-    if not (d_lo.any() or d_hi.any()):
-        return lo, hi
-    room = np.maximum(hi - lo - 1.0, 0.0)
-    scale = np.minimum(1.0, room / np.maximum(d_lo + d_hi, 1e-9))  # both faces give way alike
-    return lo + d_lo * scale, hi - d_hi * scale
-
-
-def per_box_slack(slack_mm, n_boxes: int) -> list:
-    """``slack_mm`` for each of ``n_boxes`` boxes: one number for all, or a list with one entry
-    per box (each a number or a (lower, upper) pair of per-axis mm; ``shrink_box``)."""
-    if np.ndim(slack_mm) == 0:
-        return [float(slack_mm)] * n_boxes
-    slack = list(slack_mm)
-    if len(slack) != n_boxes:
-        raise ValueError(f"slack_mm: {len(slack)} entries for {n_boxes} boxes")
-    return slack
-
-
-def boxes_prior(shape, boxes, softness: float, spacing_mm=None, slack_mm=0.0):
-    """Prior of several boxes (voxel-wise maximum of ``box_prior``) and each box's inside mask.
-
-    With a slack (``slack_mm``, as in ``per_box_slack``) each ellipsoid is inscribed in its
-    box moved in by it (``shrink_box``; ``spacing_mm`` needed), while the inside mask
-    (where the label may be lesion) stays the whole box.
-    """
-    prior = np.zeros(shape, np.float32)
-    insides = []
-    for (lo, hi), slack in zip(boxes, per_box_slack(slack_mm, len(boxes))):
-        p, inside = box_prior(shape, lo, hi, softness, shrink_box(lo, hi, spacing_mm, slack))
-        prior = np.maximum(prior, p)
-        insides.append(inside)
-    return prior, insides
-
-
 def _shell(inside: np.ndarray, spacing_mm, shell_mm: float):
     from scipy import ndimage as ndi
 
@@ -483,7 +312,9 @@ def _select_device(device):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _run_refine(image, prior, allowed, spacing_mm, params, device, not_background=None):
+def refine_region(image: np.ndarray, prior: np.ndarray, allowed: np.ndarray, spacing_mm: Sequence[float],
+                  params: CRFParams, device: torch.device | str | None,
+                  not_background: np.ndarray | None = None) -> np.ndarray:
     """Refine on the bounding region of ``allowed`` plus a background shell (less
     ``not_background``: other boxes, whose lesions are no background sample)."""
     pad = [int(np.ceil(params.shell_mm / s)) + params.window_radius_vox for s in spacing_mm]
@@ -503,136 +334,19 @@ def _run_refine(image, prior, allowed, spacing_mm, params, device, not_backgroun
     return out
 
 
-def box_downsample(box, spacing_mm, params: CRFParams) -> int:
-    """The message grid's coarsening factor for one box (lo, hi) (``downsample_box_mm``):
-    longer-range messages for larger lesions. On 8 + 8 dev cases a short reach served
-    tight boxes of small lesions and a long one loose boxes of large lesions (docs/method.md)."""
-    if params.downsample_box_mm <= 0:
-        return params.downsample
-    lo, hi = box
-    side = float(np.min((np.asarray(hi) - np.asarray(lo)) * np.asarray(spacing_mm, float)))
-    adaptive = min(params.downsample_max, 1 + int(side // params.downsample_box_mm))
-    return max(params.downsample, adaptive)
-
-
-def pseudo_mask_from_boxes(image, boxes, spacing_mm, params: CRFParams = CRFParams(), device=None, slack_mm=0.0):
-    """Stage 1: lesion probability from one or more boxes.
-
-    Args:
-        image: (z, y, x) float array, intensities in [0, 1].
-        boxes: list of (lo, hi) continuous voxel-edge bounds (z, y, x) on this grid.
-        spacing_mm: voxel spacing (z, y, x).
-        slack_mm: how far the boxes are known to lie outside their lesions: one number for
-            every face of every box, or per box a number or a (lower, upper) pair of
-            per-axis mm (each face's true slack: only benchmarks know it, crf_bench.py's oracle).
-            The prior's ellipsoid is inscribed in each box moved in by it, and the
-            message grid is chosen from that inner box. 0 = tight boxes. Too large a
-            slack cuts lesions: state a lower bound.
-
-    Returns:
-        (z, y, x) float32 lesion probability; exactly 0 outside every box.
-
-    Each box is refined on its own, one lesion each: its own intensity model, message
-    grid (``box_downsample``) and background shell (less the other boxes); where boxes
-    overlap, the larger probability wins. So a box around a fragment of a few voxels
-    does not put a large lesion beside it on the fine grid.
-
-    Example:
-        >>> prob = pseudo_mask_from_boxes(img, [((4, 4, 4), (20, 20, 20))], (1.0, 1.0, 1.0))
-        >>> mask = prob > 0.5
-    """
-    image = np.asarray(image, np.float32)
-    bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
-    inner = [shrink_box(lo, hi, spacing_mm, s) for (lo, hi), s in zip(bounds, per_box_slack(slack_mm, len(bounds)))]
-    priors = [box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]
-    covered = np.zeros(image.shape, np.int32)  # how many boxes hold each voxel
-    for _, inside in priors:
-        covered += inside
-    prob = np.zeros(image.shape, np.float32)
-    for box, inner_box, (prior, inside) in zip(bounds, inner, priors):
-        if inside.any():
-            others = covered > inside  # inside another box
-            prob = np.maximum(prob, _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params, device))
-    return prob
-
-
-def _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params: CRFParams, device):
-    """Stage 1 for one box: its own intensity model and message grid; with ``estimate_slack``
-    up to that many more solutions, each from the slack the one before shows
-    (``estimate_box_slack``)."""
-    run = replace(params, downsample=box_downsample(inner_box, spacing_mm, params))
-    lo, hi = box
-    for round_ in range(params.tighten_rounds + 1):
-        if round_ > 0:
-            prior = box_prior(image.shape, lo, hi, params.prior_softness)[0]
-        prob = _run_refine(image, prior, inside, spacing_mm, run, device, others)
-        if round_ < params.tighten_rounds:
-            # A lesion touches every face of its tight box: re-centre the prior on the
-            # extent of the current solution inside the box (never beyond the box).
-            bb = np.argwhere((prob > 0.5) & inside)
-            if len(bb):
-                lo, hi = np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)
-    inner = inner_box
-    for _ in range(int(params.estimate_slack)):
-        estimate = estimate_box_slack(prob > 0.5, box, inner, spacing_mm, params)
-        if all(np.allclose(a, b) for a, b in zip(estimate, inner)):
-            break
-        inner = estimate
-        prior = box_prior(image.shape, *box, params.prior_softness, inner)[0]
-        run = replace(params, downsample=box_downsample(inner, spacing_mm, params))
-        prob = _run_refine(image, prior, inside, spacing_mm, run, device, others)
-    return prob
-
-
-def estimate_box_slack(mask: np.ndarray, box, inner_box, spacing_mm, params: CRFParams):
-    """How loose a box is, from a solution ``mask``: the box's inner bounds moved in to where
-    the largest connected component of ``mask`` inside the box lies.
-
-    A lesion touches every face of its tight box, so the gap between a face and the
-    solution is how loose that face was drawn. Along each axis the solution's extent is
-    where its cross-section exceeds ``slack_profile_fraction`` of its largest, so that a
-    thin leak into the tissue beside the lesion does not hide a gap. Each gap less
-    ``slack_deadband_mm``, raised to the box's ``slack_share``-th largest gap (when set),
-    moves its face in, never less far than ``inner_box`` already does (the stated slack).
-    ``box``, ``inner_box``: continuous voxel-edge bounds (lo, hi). Returns the new inner bounds.
-
-    Example:
-        >>> inner = estimate_box_slack(prob > 0.5, (lo, hi), (lo, hi), (2.0, 2.0, 2.0), params)
-    """
-    from boxseg.postprocess import largest_component
-
-    lo, hi = (np.asarray(b, float) for b in box)
-    in_lo, in_hi = (np.asarray(b, float) for b in inner_box)
-    region = tuple(slice(int(max(np.floor(a), 0)), int(np.ceil(b))) for a, b in zip(lo, hi))
-    largest = largest_component(mask[region], structure=np.ones((3, 3, 3)))  # 26-connected
-    if not largest.any():
-        return in_lo, in_hi
-    ext_lo, ext_hi = np.zeros(3), np.zeros(3)
-    for axis in range(3):
-        profile = largest.sum(axis=tuple(a for a in range(3) if a != axis))
-        held = np.nonzero(profile > params.slack_profile_fraction * profile.max())[0]
-        ext_lo[axis] = region[axis].start + held.min()
-        ext_hi[axis] = region[axis].start + held.max() + 1.0
-    spacing = np.asarray(spacing_mm, float)
-    gaps = np.stack([np.maximum(ext_lo - lo, 0.0), np.maximum(hi - ext_hi, 0.0)]) * spacing  # mm: (lower, upper) x (z, y, x)
-    gaps = np.maximum(gaps - params.slack_deadband_mm, 0.0)
-    if params.slack_share:
-        gaps = np.maximum(gaps, np.sort(gaps.ravel())[-min(int(params.slack_share), gaps.size)])
-    new_lo = np.maximum(in_lo, lo + gaps[0] / spacing)
-    new_hi = np.minimum(in_hi, hi - gaps[1] / spacing)
-    return new_lo, np.maximum(new_hi, new_lo + 1.0)
-
-
-def refine_mask(image, mask, allowed, spacing_mm, params: CRFParams = CRFParams(), confidence: float = 0.8, device=None):
+def refine_mask(image: np.ndarray, mask: np.ndarray, allowed: np.ndarray, spacing_mm: tuple[float, float, float],
+                params: CRFParams | None = None, confidence: float = 0.8,
+                device: torch.device | str | None = None) -> np.ndarray:
     """Stage 2 fusion: ConvCRF of a binary mask (e.g. PM or P1 or ... or PK).
 
     The mask gives the prior (``confidence`` inside, 1 - ``confidence`` outside);
     voxels outside ``allowed`` (the boxes) stay background.
     """
+    params = params or CRFParams()
     image = np.asarray(image, np.float32)
     mask = np.asarray(mask, bool)
     allowed = np.asarray(allowed, bool)
     if not (mask & allowed).any():
         return np.zeros(image.shape, np.float32)
     prior = np.where(mask, confidence, 1.0 - confidence).astype(np.float32)
-    return _run_refine(image, prior, allowed, spacing_mm, params, device)
+    return refine_region(image, prior, allowed, spacing_mm, params, device)

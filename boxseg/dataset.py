@@ -9,6 +9,8 @@ names.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,8 @@ def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
-def test_split(cases, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0) -> set:
+def test_split(cases: Collection[str], test_cases: Collection[str] = (), test_fraction: float = 0.25,
+               split_seed: int = 0) -> set[str]:
     """The test cases among ``cases`` (sorted names of a dataset directory): ``test_cases`` when
     given, else a seeded random ``test_fraction`` of them."""
     if test_cases:
@@ -48,8 +51,9 @@ def test_split(cases, test_cases=(), test_fraction: float = 0.25, split_seed: in
     return set(rng.choice(sorted(cases), size=n_test, replace=False).tolist())
 
 
-def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_seed: int = 0,
-               image_name="imaging.nii.gz", label_name="segmentation.nii.gz") -> pd.DataFrame:
+def kits_sheet(dataset_dir: str | os.PathLike, test_cases: Collection[str] = (), test_fraction: float = 0.25,
+               split_seed: int = 0, image_name: str = "imaging.nii.gz",
+               label_name: str = "segmentation.nii.gz") -> pd.DataFrame:
     """Sheet of a directory with one folder per case, e.g. KiTS19/21/23 layout
     ``case_*/imaging.nii.gz`` and ``segmentation.nii.gz`` (or IBSI ``STS_*/CT_image.nii.gz``
     and ``CT_mask.nii.gz`` with other file names).
@@ -74,7 +78,7 @@ def kits_sheet(dataset_dir, test_cases=(), test_fraction: float = 0.25, split_se
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
-def read_sheet(path, default_split=None) -> pd.DataFrame:
+def read_sheet(path: str | os.PathLike, default_split: str | None = None) -> pd.DataFrame:
     """A user's case sheet (TSV or CSV): columns case, image, split and optionally label and
     boxes; relative paths are taken relative to the sheet's directory. ``default_split``
     fills a missing split column (a sheet of cases to predict)."""
@@ -92,7 +96,7 @@ def read_sheet(path, default_split=None) -> pd.DataFrame:
     return sheet[SHEET_COLUMNS]
 
 
-def check_sheet(sheet: pd.DataFrame, box_table_cases=(), source="case sheet") -> pd.DataFrame:
+def check_sheet(sheet: pd.DataFrame, box_table_cases: Iterable[str] = (), source: str = "case sheet") -> pd.DataFrame:
     """Validate case ids (file-name safe, unique), splits, and that every training case has a
     label or boxes; returns the sheet indexed by case. Errors name ``source`` (the sheet file)."""
     sheet = sheet.copy()
@@ -121,7 +125,7 @@ def check_sheet(sheet: pd.DataFrame, box_table_cases=(), source="case sheet") ->
     return sheet[SHEET_COLUMNS].set_index("case", drop=False)
 
 
-def assign_groups(train_cases, k: int, seed: int) -> dict:
+def assign_groups(train_cases: Iterable[str], k: int, seed: int) -> dict[str, int]:
     """Split training cases into ``k`` disjoint subsets of (nearly) equal size, seeded."""
     cases = sorted(train_cases)
     if k <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import torch
@@ -33,7 +34,8 @@ def configure_torch(threads: int, seed: int | None = None) -> None:
         torch.manual_seed(int(seed))
 
 
-def claim_gpu(n_devices: int, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, timeout_s: float = 0.0, environ=None):
+def claim_gpu(n_devices: int, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, timeout_s: float = 0.0,
+              environ: MutableMapping[str, str] | None = None) -> int | None:
     """Claim a free GPU id among ``range(n_devices)``; returns the id or None.
 
     Sets ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default ``os.environ``) to the

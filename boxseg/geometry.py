@@ -7,9 +7,15 @@ arguments are numpy order (z, y, x) unless a name says ``_xyz``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 def direction_matrix(image: sitk.Image) -> np.ndarray:
@@ -29,7 +35,8 @@ def physical_to_index(image: sitk.Image, points_xyz: np.ndarray) -> np.ndarray:
     return index_xyz[..., ::-1]
 
 
-def roi_reference(image: sitk.Image, centre_xyz, roi_size_mm, spacing_mm) -> sitk.Image:
+def roi_reference(image: sitk.Image, centre_xyz: ArrayLike, roi_size_mm: Sequence[float],
+                  spacing_mm: Sequence[float]) -> sitk.Image:
     """An empty grid of physical size ``roi_size_mm`` and ``spacing_mm`` (z, y, x),
     centred on ``centre_xyz``, with the image's direction (axis-aligned with it)."""
     spacing_xyz = np.asarray(spacing_mm, float)[::-1]
@@ -42,13 +49,14 @@ def roi_reference(image: sitk.Image, centre_xyz, roi_size_mm, spacing_mm) -> sit
     return reference
 
 
-def resample(image: sitk.Image, reference: sitk.Image, interpolator=sitk.sitkLinear, default=0.0, pixel=None) -> sitk.Image:
+def resample(image: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear, default: float = 0.0,
+             pixel: int | None = None) -> sitk.Image:
     """Resample ``image`` onto ``reference``'s grid (identity transform)."""
     pixel = image.GetPixelID() if pixel is None else pixel
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, float(default), pixel)
 
 
-def bounding_box(mask: np.ndarray):
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Inclusive (lo, hi) voxel indices of a non-empty mask, or None."""
     idx = np.argwhere(mask)
     if idx.size == 0:
@@ -56,7 +64,7 @@ def bounding_box(mask: np.ndarray):
     return idx.min(0), idx.max(0)
 
 
-def lesion_bearing_region(label: np.ndarray, tumor_values, kidney_values) -> np.ndarray:
+def lesion_bearing_region(label: np.ndarray, tumor_values: Sequence[int], kidney_values: Sequence[int]) -> np.ndarray:
     """The connected organ+lesion region that holds most lesion voxels (the tumor-bearing kidney).
 
     With no organ label, it is the lesion itself; with no lesion, the largest organ component.
@@ -74,7 +82,8 @@ def lesion_bearing_region(label: np.ndarray, tumor_values, kidney_values) -> np.
     return components == int(np.argmax(counts))
 
 
-def roi_centre(image: sitk.Image, region_lo, region_hi, must_contain_lo, must_contain_hi, roi_size_mm, spacing_mm):
+def roi_centre(image: sitk.Image, region_lo: ArrayLike, region_hi: ArrayLike, must_contain_lo: ArrayLike,
+               must_contain_hi: ArrayLike, roi_size_mm: Sequence[float], spacing_mm: Sequence[float]) -> np.ndarray:
     """Physical centre of a ROI around a region (voxel-index bounds, z y x), shifted
     where needed so that the must-contain bounds lie inside the ROI."""
     centre_idx = (np.asarray(region_lo, float) + np.asarray(region_hi, float)) / 2.0
@@ -89,7 +98,7 @@ def roi_centre(image: sitk.Image, region_lo, region_hi, must_contain_lo, must_co
     return index_to_physical(reference, ((size - 1) / 2.0 + shift)[None])[0]
 
 
-def normalise_hu(array_hu: np.ndarray, window_hu) -> np.ndarray:
+def normalise_hu(array_hu: np.ndarray, window_hu: Sequence[float]) -> np.ndarray:
     """Clip to ``window_hu`` = (low, high) and min-max scale to [0, 1]."""
     low, high = float(window_hu[0]), float(window_hu[1])
     return ((np.clip(array_hu.astype(np.float32), low, high) - low) / (high - low)).astype(np.float32)

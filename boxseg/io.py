@@ -8,12 +8,17 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from boxseg.atomic import atomic_write, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CASE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _CASE_ID_RE = re.compile(rf"^{CASE_ID_PATTERN}$")
@@ -22,7 +27,7 @@ _CASE_ID_RE = re.compile(rf"^{CASE_ID_PATTERN}$")
 class CaseError(RuntimeError):
     """Bad input for one case: the message names the case, the file and the problem."""
 
-    def __init__(self, case: str, path: str | os.PathLike | None, problem: str):
+    def __init__(self, case: str, path: str | os.PathLike | None, problem: str) -> None:
         self.case, self.path, self.problem = case, str(path) if path else "-", problem
         super().__init__(f"case {case}: {self.path}: {problem}")
 
@@ -55,7 +60,7 @@ def check_model_file(path: str | os.PathLike) -> None:
             raise ValueError(f"model {path}: not a model file written by boxseg (a torch archive, results/models/METHOD/model.pt)")
 
 
-def read_table(path: str | os.PathLike, what: str, **kwargs):
+def read_table(path: str | os.PathLike, what: str, **kwargs: Any) -> pd.DataFrame:
     """A user's TSV (``.tsv``, ``.txt``) or CSV table; an empty or unparsable file is a
     ValueError naming ``what`` (e.g. "case sheet") and the file."""
     import pandas as pd
@@ -180,7 +185,7 @@ def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
 SLICE_GAP_TOLERANCE = 0.2  # of the typical slice step: scanners round positions to 0.01 mm; a lost slice doubles a step
 
 
-def _check_slice_spacing(files, directory: Path, case: str) -> None:
+def _check_slice_spacing(files: Sequence[str], directory: Path, case: str) -> None:
     """The series' slices evenly spaced along their normal (within ``SLICE_GAP_TOLERANCE``):
     a missing slice would otherwise be read with the spacing averaged over the gap, every
     slice after it misplaced."""
@@ -234,7 +239,9 @@ def grid_difference(a: sitk.Image, b: sitk.Image) -> str:
     return "; ".join(parts) or "within rounding"
 
 
-def read_lesion(path: str | os.PathLike, reference: sitk.Image, tumor_values, case: str = "?") -> np.ndarray:
+def read_lesion(
+    path: str | os.PathLike, reference: sitk.Image, tumor_values: Sequence[int], case: str = "?"
+) -> np.ndarray:
     """(z, y, x) bool mask of the lesion label values in a label map on ``reference``'s grid."""
     return np.isin(sitk.GetArrayFromImage(read_label(path, reference, case)), tumor_values)
 
@@ -266,11 +273,11 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), check)
 
 
-def write_json(obj, path: str | os.PathLike) -> None:
+def write_json(obj: Any, path: str | os.PathLike) -> None:
     write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
-def read_json(path: str | os.PathLike):
+def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
@@ -284,10 +291,21 @@ def geometry_of(image: sitk.Image) -> dict:
     }
 
 
-def reference_from_geometry(geometry: dict, pixel=sitk.sitkUInt8) -> sitk.Image:
+def reference_from_geometry(geometry: dict, pixel: int = sitk.sitkUInt8) -> sitk.Image:
     """An empty image on the grid recorded by ``geometry_of``."""
     image = sitk.Image([int(v) for v in geometry["size"]], pixel)
     image.SetSpacing(geometry["spacing"])
     image.SetOrigin(geometry["origin"])
     image.SetDirection(geometry["direction"])
     return image
+
+
+def read_array(path: str | os.PathLike, case: str = "?", dtype: type | np.dtype = np.float32) -> tuple[np.ndarray, sitk.Image]:
+    """An image file as a (z, y, x) array of ``dtype``, with the image (its grid)."""
+    image = read_image(path, case)
+    return sitk.GetArrayFromImage(image).astype(dtype), image
+
+
+def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
+    """The image's voxel spacing in mm, (z, y, x) as its arrays are indexed."""
+    return tuple(float(s) for s in image.GetSpacing()[::-1])

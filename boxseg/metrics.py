@@ -10,9 +10,14 @@ transform with the voxel spacing). Empty masks, by convention:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class SegmentationScores:
     volume_pred_ml: float
     volume_ref_ml: float
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -34,7 +39,9 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2.0 * (pred & ref).sum() / total)
 
 
-def surface_distances_mm(pred: np.ndarray, ref: np.ndarray, spacing_mm):
+def surface_distances_mm(
+    pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each boundary voxel of ``pred`` to ``ref``'s boundary, and back."""
     from monai.metrics.utils import get_mask_edges, get_surface_distance
 
@@ -47,7 +54,7 @@ def surface_distances_mm(pred: np.ndarray, ref: np.ndarray, spacing_mm):
     return pred_to_ref, ref_to_pred
 
 
-def score(pred: np.ndarray, ref: np.ndarray, spacing_mm) -> SegmentationScores:
+def score(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float]) -> SegmentationScores:
     """All scores for one binary prediction against one binary reference.
 
     Args:
@@ -81,14 +88,14 @@ def beyond_noise(difference: float, se: float) -> str:
     return "" if not np.isfinite(se) else "yes" if abs(difference) >= 2 * se else "no"
 
 
-def paired_se(a, b, scale: float = 1.0) -> float:
+def paired_se(a: pd.Series, b: pd.Series, scale: float = 1.0) -> float:
     """Standard error of the mean of ``a - scale * b`` over the pairs both have (two pandas
     Series on the same index, e.g. (seed, case)); NaN with fewer than two pairs."""
     d = (a - scale * b).dropna()
     return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.nan
 
 
-def ratio_of_means(a, b) -> tuple[float, float, int]:
+def ratio_of_means(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
     """mean(a) / mean(b) over the pairs both have, its standard error (delta method:
     sd(a - R b) / (sqrt(n) mean(b))) and the number of pairs."""
     both = a.to_frame("a").join(b.rename("b"), how="inner").dropna()

@@ -1,9 +1,15 @@
-"""Post-processing: largest 3D connected component (18-connectivity)."""
+"""Post-processing: the largest 3D connected component (18-connectivity), and the policy
+that applies it to a prediction (``postprocess_mask``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage as ndi
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 CONNECTIVITY_18 = ndi.generate_binary_structure(3, 2)
 
@@ -28,3 +34,21 @@ def largest_component_per_region(mask: np.ndarray, regions: np.ndarray) -> np.nd
         inside = regions == region_id
         out |= largest_component(mask & inside)
     return out
+
+
+POSTPROCESSING = ("none", "largest_component")  # final.postprocess; evaluation scores both
+
+
+def postprocess_mask(mask: np.ndarray, boxes: dict, original: sitk.Image, postprocess: str) -> np.ndarray:
+    """``largest_component`` keeps the largest 18-connected component inside each box drawn
+    by a user (every lesion kept), or the largest component overall when the case's boxes
+    come from its label (research mode: test labels only evaluate) or it has none."""
+    from boxseg.boxes import USER_BOX_SOURCES, lesion_id_map
+
+    if postprocess == "none":
+        return mask
+    if postprocess != "largest_component":
+        raise ValueError(f"unknown postprocess {postprocess!r}")
+    if boxes["source"] in USER_BOX_SOURCES:
+        return largest_component_per_region(mask, lesion_id_map(boxes["boxes"], original))
+    return largest_component(mask)

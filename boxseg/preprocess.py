@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 import SimpleITK as sitk
 
-from boxseg.boxes import box_records, boxes_from_label, boxes_on_grid, protocol_rng
 from boxseg.geometry import (
     bounding_box,
     lesion_bearing_region,
@@ -17,7 +19,8 @@ from boxseg.geometry import (
 from boxseg.io import CaseError, array_like, geometry_of, read_image, read_label
 
 
-def load_case(case: str, image_path, label_path=None):
+def load_case(case: str, image_path: str | os.PathLike,
+              label_path: str | os.PathLike | None = None) -> tuple[sitk.Image, sitk.Image | None]:
     """Read a case's image (checked to look like CT, ``check_hu``) and, if given, its label
     (checked to share the grid)."""
     image = read_image(image_path, case)
@@ -26,7 +29,7 @@ def load_case(case: str, image_path, label_path=None):
     return image, label
 
 
-def check_hu(image: sitk.Image, case: str, path) -> None:
+def check_hu(image: sitk.Image, case: str, path: str | os.PathLike) -> None:
     """A constant image is an error (nothing to see); one that does not look like CT in
     Hounsfield units (no voxel below 0 and most above 500: stored without its rescale
     intercept, e.g. HU + 1024 as unsigned) gets a warning in the log."""
@@ -43,32 +46,18 @@ def check_hu(image: sitk.Image, case: str, path) -> None:
             "without its rescale intercept (e.g. HU + 1024), windows and results will be wrong", case, path, lo, median)
 
 
-def make_boxes(case: str, image: sitk.Image, label: sitk.Image, label_path, margin_mm: float, tumor_values,
-               protocol: str = "paper", seed: int = 0):
-    """Box records drawn from a label map (research mode) by a simulated reader: ``protocol``
-    ``paper`` (every face ``margin_mm`` out) or ``annotator`` (each face its own random
-    margin, seeded by ``seed`` and the case; ``boxes.face_margins``). The records carry only
-    what a drawn box carries: nothing of the label but the box itself."""
-    array = sitk.GetArrayViewFromImage(label)
-    boxes = boxes_from_label(array, image.GetSpacing()[::-1], margin_mm, tumor_values,
-                             protocol=protocol, rng=protocol_rng(seed, case))
-    if not boxes:
-        raise CaseError(case, label_path, f"no lesion voxels (label values {list(tumor_values)}) to draw a box from")
-    return box_records(boxes, image)
-
-
 def crop_roi(
     case: str,
     image: sitk.Image,
     label: sitk.Image | None,
-    boxes: list,
+    boxes: Sequence[dict],
     *,
-    spacing_mm,
-    roi_size_mm,
-    window_hu,
-    tumor_values,
-    organ_values,
-):
+    spacing_mm: Sequence[float],
+    roi_size_mm: Sequence[float],
+    window_hu: Sequence[float],
+    tumor_values: Sequence[int],
+    organ_values: Sequence[int],
+) -> tuple[sitk.Image, sitk.Image | None, dict]:
     """Crop and resample the region of interest around the lesion-bearing organ.
 
     The ROI is centred on the organ component (e.g. kidney) that holds the
@@ -109,31 +98,9 @@ def crop_roi(
     return roi_image, roi_label, geometry
 
 
-def lesion_on_grid(label: sitk.Image, reference: sitk.Image, tumor_values) -> sitk.Image:
+def lesion_on_grid(label: sitk.Image, reference: sitk.Image, tumor_values: Sequence[int]) -> sitk.Image:
     """The label's lesion (``tumor_values``) as a uint8 mask resampled (nearest) onto ``reference``."""
     lesion = array_like(np.isin(sitk.GetArrayViewFromImage(label), tumor_values).astype(np.uint8), label)
     return resample(lesion, reference, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
-def boxes_on_roi(boxes, original: sitk.Image, roi: sitk.Image):
-    """(bounds, record) of each box record that overlaps the ROI grid: its continuous
-    voxel-edge bounds on that grid, clipped to it."""
-    size = np.asarray(roi.GetSize()[::-1], float)
-    out = []
-    for record, (lo, hi) in zip(boxes, boxes_on_grid(boxes, original, roi), strict=True):
-        lo, hi = np.clip(lo, 0, size), np.clip(hi, 0, size)
-        if np.all(hi > lo):
-            out.append(((lo, hi), record))
-    return out
-
-
-def roi_box_mask(bounds, shape) -> np.ndarray:
-    """(z, y, x) bool mask of voxels whose centres lie inside any box."""
-    grids = np.meshgrid(*[np.arange(n) + 0.5 for n in shape], indexing="ij")
-    mask = np.zeros(shape, bool)
-    for lo, hi in bounds:
-        inside = np.ones(shape, bool)
-        for g, a, b in zip(grids, lo, hi):
-            inside &= (g >= a) & (g <= b)
-        mask |= inside
-    return mask

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from boxseg import layout as L
 from boxseg.io import read_image, read_json, read_label, read_lesion, write_text
 from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 SCORES = ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]
 
 
-def summarise_metrics(metric_paths, out_metrics, out_summary, out_comparison=None) -> pd.DataFrame:
+def summarise_metrics(
+    metric_paths: Iterable[str | os.PathLike],
+    out_metrics: str | os.PathLike,
+    out_summary: str | os.PathLike,
+    out_comparison: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Concatenate per-case metric rows; per method and post-processing, the mean, sd, median and
     count of finite values; with ``out_comparison``, each method against the fully supervised one
     (``compare_to_full``)."""
@@ -67,7 +80,7 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def _savefig(fig, path):
+def _savefig(fig: Figure, path: str | os.PathLike) -> None:
     """Write the figure atomically and release it."""
     from boxseg.atomic import atomic_write
 
@@ -77,7 +90,18 @@ def _savefig(fig, path):
         _plt().close(fig)
 
 
-def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, out_png, *, tumor_values, window_hu, postprocess=None):
+def overlay_figure(
+    case: str,
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike,
+    prediction_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    tumor_values: Sequence[int],
+    window_hu: Sequence[float],
+    postprocess: str | None = None,
+) -> None:
     """Axial slice through the lesion centre with reference (green) and prediction (red) contours."""
     plt = _plt()
     image = read_image(image_path, case)
@@ -99,7 +123,9 @@ def overlay_figure(case, image_path, label_path, prediction_path, metrics_path, 
     _savefig(fig, out_png)
 
 
-def loss_figure(group_logs, final_logs, out_png):
+def loss_figure(
+    group_logs: Iterable[str | os.PathLike], final_logs: Mapping[str, str | os.PathLike], out_png: str | os.PathLike
+) -> None:
     """Loss per epoch of every group model and of each method's final model (``{method: path}``)."""
     curves = [(path, f"group model {k} (WCE)", {"alpha": 0.7}) for k, path in enumerate(group_logs)]
     curves += [(path, f"final model: {method}", {"color": f"C{7 + i}" if i else "black", "linewidth": 2})
@@ -107,7 +133,7 @@ def loss_figure(group_logs, final_logs, out_png):
     _loss_plot(curves, out_png)
 
 
-def _loss_plot(curves, out_png):
+def _loss_plot(curves: Iterable[tuple[str | os.PathLike, str, dict]], out_png: str | os.PathLike) -> None:
     """Loss logs (path, label, plot style) on one log-scale axis."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -124,7 +150,7 @@ def _loss_plot(curves, out_png):
 # --- Experiment figures (the paper's Figs 7-13) ---------------------------------------------
 
 
-def _plt():
+def _plt() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +159,9 @@ def _plt():
     return plt
 
 
-def dsc_volume_figure(metrics: pd.DataFrame, out_png, postprocess="largest_component"):
+def dsc_volume_figure(
+    metrics: pd.DataFrame, out_png: str | os.PathLike, postprocess: str = "largest_component"
+) -> None:
     """Per-case DSC against reference lesion volume, one panel per dataset, one colour per method."""
     plt = _plt()
     data = metrics[metrics["postprocess"] == postprocess]
@@ -151,35 +179,35 @@ def dsc_volume_figure(metrics: pd.DataFrame, out_png, postprocess="largest_compo
     _savefig(fig, out_png)
 
 
-def final_loss_figure(run_dir, methods, out_png):
+def final_loss_figure(run_dir: str | os.PathLike, methods: Iterable[str], out_png: str | os.PathLike) -> None:
     """Training loss per epoch of each method's final model in one run (paper Fig 13)."""
-    paths = [(Path(run_dir) / f"results/models/{m}/loss.tsv", m) for m in methods]
+    paths = [(L.path(L.LOSS, run_dir, method=m), m) for m in methods]
     _loss_plot([(p, m, {"color": f"C{i}"}) for i, (p, m) in enumerate(paths) if p.exists()], out_png)
 
 
-def _centre_slice(mask):
+def _centre_slice(mask: np.ndarray) -> int:
     """The axial slice through the mask's centre (the middle slice when it is empty)."""
     where = np.argwhere(mask)
     return int(np.round(where[:, 0].mean())) if len(where) else mask.shape[0] // 2
 
 
-def _contour(ax, mask2d, colour, width=1.0):
+def _contour(ax: Axes, mask2d: np.ndarray, colour: str, width: float = 1.0) -> None:
     """The 0.5 contour of a 2D mask, when it has any voxel."""
     if mask2d.any():
         ax.contour(mask2d, [0.5], colors=colour, linewidths=width)
 
 
-def label_overlay_figure(run_dir, cases, out_png):
+def label_overlay_figure(run_dir: str | os.PathLike, cases: Sequence[str], out_png: str | os.PathLike) -> None:
     """Pseudo-mask (red) and fusion mask (blue) against the reference (green) on training ROIs (Fig 12)."""
     plt = _plt()
-    run = Path(run_dir) / "results"
     fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 4), squeeze=False)
     for ax, case in zip(axes[0], cases):
-        image = sitk.GetArrayFromImage(sitk.ReadImage(str(run / f"roi/{case}/image.nii.gz")))
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(run / f"roi/{case}/label.nii.gz"))) > 0
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(L.path(L.ROI_IMAGE, run_dir, case=case))))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(L.path(L.ROI_LABEL, run_dir, case=case)))) > 0
         z = _centre_slice(ref)
         ax.imshow(image[z], cmap="gray")
-        for path, colour in ((run / f"pseudomasks/{case}.nii.gz", "red"), (run / f"fusion/{case}/fusion.nii.gz", "dodgerblue")):
+        masks = ((L.path(L.PSEUDO_MASK, run_dir, case=case), "red"), (L.path(L.FUSION_MASK, run_dir, case=case), "dodgerblue"))
+        for path, colour in masks:
             if path.exists():
                 _contour(ax, sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[z], colour)
         _contour(ax, ref[z], "lime")
@@ -188,21 +216,32 @@ def label_overlay_figure(run_dir, cases, out_png):
     _savefig(fig, out_png)
 
 
-def variant_overlay_figure(run_dir, case, image_path, label_path, methods, out_png, *, tumor_values, window_hu, postprocess="largest_component"):
+def variant_overlay_figure(
+    run_dir: str | os.PathLike,
+    case: str,
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike,
+    methods: Sequence[str],
+    out_png: str | os.PathLike,
+    *,
+    tumor_values: Sequence[int],
+    window_hu: Sequence[float],
+    postprocess: str = "largest_component",
+) -> None:
     """One test case, the mask of each method (red) against the reference (green) (Figs 7, 9)."""
-    from boxseg.pipeline import postprocess_mask
+    from boxseg.postprocess import postprocess_mask
 
     plt = _plt()
-    run = Path(run_dir) / "results"
     image = read_image(image_path, case)
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     ref = read_lesion(label_path, image, tumor_values, case)
     z = _centre_slice(ref)
-    metrics = pd.read_csv(run / "metrics.tsv", sep="\t") if (run / "metrics.tsv").exists() else pd.DataFrame()
+    metrics_path = L.path(L.METRICS, run_dir)
+    metrics = pd.read_csv(metrics_path, sep="\t") if metrics_path.exists() else pd.DataFrame()
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
-    boxes = read_json(run / f"boxes/{case}.json")
+    boxes = read_json(L.path(L.BOXES, run_dir, case=case))
     for ax, method in zip(axes[0], methods):
-        path = run / f"predictions/{method}/{case}/mask_raw.nii.gz"
+        path = L.path(L.MASK_RAW, run_dir, method=method, case=case)
         ax.imshow(np.clip(hu[z], *window_hu), cmap="gray")
         _contour(ax, ref[z], "lime")
         title = method

@@ -11,11 +11,16 @@ paper's five claims checked against these means, per dataset and margin.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from boxseg import layout as L
 from boxseg.metrics import NEAR_FULL, beyond_noise, paired_se, ratio_of_means
 
 TABLE1 = [
@@ -38,7 +43,7 @@ LABELS = {"box": "boxes", "pseudo_mask": "pseudo_masks", "fusion_mask": "fusion_
 LABEL_SUMMARY_ROWS = ("mean", "mean_unseen")  # label_quality.tsv's rows after the cases
 
 
-def collect(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(runs: Iterable[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-case metrics and per-run label quality of finished runs.
 
     Args:
@@ -48,17 +53,17 @@ def collect(runs) -> tuple[pd.DataFrame, pd.DataFrame]:
     for run in runs:
         path = Path(run["path"])
         keys = {k: run[k] for k in ("dataset", "margin_mm", "seed")}
-        if (path / "results/metrics.tsv").exists():
-            metrics.append(pd.read_csv(path / "results/metrics.tsv", sep="\t").assign(**keys))
-        if (path / "results/label_quality.tsv").exists():
-            quality = pd.read_csv(path / "results/label_quality.tsv", sep="\t")
+        if L.path(L.METRICS, path).exists():
+            metrics.append(pd.read_csv(L.path(L.METRICS, path), sep="\t").assign(**keys))
+        if L.path(L.LABEL_QUALITY, path).exists():
+            quality = pd.read_csv(L.path(L.LABEL_QUALITY, path), sep="\t")
             labels.append(quality[~quality["case"].isin(LABEL_SUMMARY_ROWS)].assign(**keys))
     metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame()
     labels = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame()
     return metrics, labels
 
 
-def _seed_stats(per_seed: pd.DataFrame, keys, columns) -> pd.DataFrame:
+def _seed_stats(per_seed: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
     """Mean and sd over seeds of per-seed means."""
     grouped = per_seed.groupby(keys, sort=False)
     out = grouped.size().rename("n_seeds").reset_index()
@@ -69,7 +74,7 @@ def _seed_stats(per_seed: pd.DataFrame, keys, columns) -> pd.DataFrame:
     return out
 
 
-def score_table(metrics: pd.DataFrame, rows) -> pd.DataFrame:
+def score_table(metrics: pd.DataFrame, rows: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
     """DSC, HD and ASD (mm) per dataset, margin and setting: mean +- sd over seeds."""
     if metrics.empty:
         return pd.DataFrame()
@@ -115,12 +120,208 @@ CLAIMS = {
 OURS = ("weak_fm_vwce", "largest_component")
 
 
-def _per_case(frame: pd.DataFrame, column: str, **where) -> pd.Series:
+def _per_case(frame: pd.DataFrame, column: str, **where: Any) -> pd.Series:
     """One score per (seed, case) of the rows matching ``where``."""
     part = frame
     for key, value in where.items():
         part = part[part[key] == value]
     return part.set_index(["seed", "case"])[column].astype(float)
+
+
+_CLAIM_COLUMNS = [
+    "dataset",
+    "claim",
+    "margin_mm",
+    "held",
+    "value",
+    "reference",
+    "difference",
+    "se",
+    "beyond_noise",
+    "detail",
+]
+
+
+def _claim_row(
+    dataset: str, claim: str, margin: float, held: bool, value: float, reference: float, se: float, detail: str
+) -> list:
+    """One row of the claims table: the claim at one margin, with its difference and noise."""
+    difference = value - reference
+    return [
+        dataset,
+        claim,
+        margin,
+        "yes" if held else "no",
+        value,
+        reference,
+        difference,
+        se,
+        beyond_noise(difference, se),
+        detail,
+    ]
+
+
+def _fusion_claims(labels: pd.DataFrame, table3: pd.DataFrame) -> list[list]:
+    """Fusion masks above pseudo-masks (training cases), per dataset and margin of table 3."""
+    rows = []
+    for r in table3.itertuples() if {"pseudo_masks_mean", "fusion_masks_mean"} <= set(table3.columns) else []:
+        if np.isfinite(r.fusion_masks_mean) and np.isfinite(r.pseudo_masks_mean):
+            where = {"frame": labels, "dataset": r.dataset, "margin_mm": r.margin_mm}
+            se = paired_se(_per_case(column="fusion_mask", **where), _per_case(column="pseudo_mask", **where))
+            rows.append(
+                _claim_row(
+                    r.dataset,
+                    "fusion_above_pseudo_masks",
+                    r.margin_mm,
+                    r.fusion_masks_mean > r.pseudo_masks_mean,
+                    r.fusion_masks_mean,
+                    r.pseudo_masks_mean,
+                    se,
+                    "fusion masks vs pseudo-masks, training cases",
+                )
+            )
+    return rows
+
+
+@dataclass
+class _Margin:
+    """One dataset at one margin: its score-table rows (``score``: every run's, keyed by
+    dataset, margin, method and post-processing) and its per-case scores."""
+
+    metrics: pd.DataFrame
+    score: dict[tuple, Any]
+    dataset: str
+    margin: float
+
+    def get(self, method: str, post: str) -> Any:
+        """The score-table row of ``method`` with ``post``, or None."""
+        return self.score.get((self.dataset, self.margin, method, post))
+
+    def cases(self, method: str, post: str, column: str = "dsc") -> pd.Series:
+        """Per (seed, case) scores of ``method`` with ``post``."""
+        return _per_case(
+            self.metrics, column, dataset=self.dataset, margin_mm=self.margin, method=method, postprocess=post
+        )
+
+
+def _vwce_claim(at: _Margin) -> list[list]:
+    """VWCE at least WCE (K=3 final models, test DSC, no filter)."""
+    vwce, wce = at.get("weak_fm_vwce", "none"), at.get("weak_fm_wce", "none")
+    if vwce is None or wce is None:
+        return []
+    return [
+        _claim_row(
+            at.dataset,
+            "vwce_at_least_wce",
+            at.margin,
+            vwce.dsc_mean >= wce.dsc_mean,
+            vwce.dsc_mean,
+            wce.dsc_mean,
+            paired_se(at.cases("weak_fm_vwce", "none"), at.cases("weak_fm_wce", "none")),
+            "K=3 VWCE vs K=3 WCE",
+        )
+    ]
+
+
+def _filter_hd_claim(at: _Margin, pairs: list[tuple[str, str]]) -> list[list]:
+    """The largest-component filter lowers HD, for every model run with and without it."""
+    get = at.get
+    hd = [
+        (m, get(m, "none").hd_mean, get(m, "largest_component").hd_mean)
+        for m, p in pairs
+        if p == "none" and get(m, "none") is not None and get(m, "largest_component") is not None
+    ]
+    hd = [(m, a, b) for m, a, b in hd if np.isfinite(a) and np.isfinite(b)]
+    if not hd:
+        return []
+    first = next((h for h in hd if h[0] == OURS[0]), hd[0])
+    lower = sum(b < a for _, a, b in hd)
+    se = paired_se(at.cases(first[0], "largest_component", "hd_mm"), at.cases(first[0], "none", "hd_mm"))
+    return [
+        _claim_row(
+            at.dataset,
+            "filter_lowers_hd",
+            at.margin,
+            lower == len(hd),
+            first[2],
+            first[1],
+            se,
+            f"lower for {lower} of {len(hd)} models (value: {first[0]}); "
+            + ", ".join(f"{m} {a:.1f} -> {b:.1f} mm" for m, a, b in hd),
+        )
+    ]
+
+
+def _baselines_claim(at: _Margin) -> list[list]:
+    """The method (+ filter) beats SDI and Constrained-CNN (each + filter), test DSC."""
+    ours = at.get(*OURS)
+    baselines = [
+        (m, at.get(m, "largest_component")) for m in ("sdi", "ccnn") if at.get(m, "largest_component") is not None
+    ]
+    if ours is None or not baselines:
+        return []
+    best, best_row = max(baselines, key=lambda b: b[1].dsc_mean)
+    return [
+        _claim_row(
+            at.dataset,
+            "beats_baselines",
+            at.margin,
+            all(ours.dsc_mean > b.dsc_mean for _, b in baselines),
+            ours.dsc_mean,
+            best_row.dsc_mean,
+            paired_se(at.cases(*OURS), at.cases(best, "largest_component")),
+            "the method vs " + ", ".join(f"{m} {b.dsc_mean:.3f}" for m, b in baselines),
+        )
+    ]
+
+
+def _near_full_claim(at: _Margin) -> list[list]:
+    """The method (+ filter) within 4 % of fully supervised (+ filter), test DSC."""
+    ours = at.get(*OURS)
+    full, margin = at.get("full", "largest_component"), at.margin
+    if full is None:  # fully supervised training does not use the boxes: the dataset's run of it, at any margin
+        others = sorted(
+            (m, r)
+            for (d, m, me, p), r in at.score.items()
+            if d == at.dataset and (me, p) == ("full", "largest_component")
+        )
+        full, margin = (others[0][1], others[0][0]) if others else (None, None)
+    if ours is None or full is None or not (full.dsc_mean > 0):
+        return []
+    full_cases = _per_case(
+        at.metrics, "dsc", dataset=at.dataset, margin_mm=margin, method="full", postprocess="largest_component"
+    )
+    ratio = ours.dsc_mean / full.dsc_mean
+    return [
+        _claim_row(
+            at.dataset,
+            "weak_within_4pct_of_full",
+            at.margin,
+            ratio >= NEAR_FULL,
+            ratio,
+            NEAR_FULL,
+            ratio_of_means(at.cases(*OURS), full_cases)[1],
+            f"the method {ours.dsc_mean:.3f} / fully supervised {full.dsc_mean:.3f} (its run at {margin:g} mm)",
+        )
+    ]
+
+
+def _with_overall_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table with one row per dataset and claim over the margins, sorted."""
+    overall = []
+    for (dataset, claim), part in table.groupby(["dataset", "claim"], sort=False):
+        held = int((part["held"] == "yes").sum())
+        verdict = "yes" if held == len(part) else "no" if held == 0 else f"{held} of {len(part)}"
+        at = [
+            f"{m:g} mm {h}" + (" (within noise)" if n == "no" else "")
+            for m, h, n in zip(part["margin_mm"], part["held"], part["beyond_noise"])
+        ]
+        overall.append([dataset, claim, np.nan, verdict, np.nan, np.nan, np.nan, np.nan, "", "at " + ", ".join(at)])
+    table = pd.concat([pd.DataFrame(overall, columns=_CLAIM_COLUMNS), table], ignore_index=True) if overall else table
+    order = {c: i for i, c in enumerate(CLAIMS)}
+    return table.sort_values(
+        ["dataset", "claim", "margin_mm"], key=lambda c: c.map(order) if c.name == "claim" else c, na_position="first"
+    ).reset_index(drop=True)
 
 
 def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFrame) -> pd.DataFrame:
@@ -133,72 +334,22 @@ def claims_table(metrics: pd.DataFrame, labels: pd.DataFrame, table3: pd.DataFra
     ``beyond_noise`` says whether the difference is at least twice its standard error: with a
     few test cases, a claim that holds or fails within the noise is not settled either way.
     """
-    columns = ["dataset", "claim", "margin_mm", "held", "value", "reference", "difference", "se", "beyond_noise", "detail"]
-    pairs = [] if metrics.empty else list(metrics[["method", "postprocess"]].drop_duplicates().itertuples(index=False, name=None))
+    pairs = (
+        []
+        if metrics.empty
+        else list(metrics[["method", "postprocess"]].drop_duplicates().itertuples(index=False, name=None))
+    )
     scores = score_table(metrics, [(m, p, f"{m} {p}") for m, p in pairs]) if pairs else pd.DataFrame()
     score = {} if scores.empty else {(r.dataset, r.margin_mm, r.method, r.postprocess): r for r in scores.itertuples()}
-    rows = []
-
-    def add(dataset, claim, margin, held, value, reference, se, detail):
-        difference = value - reference
-        rows.append([dataset, claim, margin, "yes" if held else "no", value, reference, difference, se, beyond_noise(difference, se), detail])
-
-    for r in table3.itertuples() if {"pseudo_masks_mean", "fusion_masks_mean"} <= set(table3.columns) else []:
-        if np.isfinite(r.fusion_masks_mean) and np.isfinite(r.pseudo_masks_mean):
-            where = {"frame": labels, "dataset": r.dataset, "margin_mm": r.margin_mm}
-            se = paired_se(_per_case(column="fusion_mask", **where), _per_case(column="pseudo_mask", **where))
-            add(r.dataset, "fusion_above_pseudo_masks", r.margin_mm, r.fusion_masks_mean > r.pseudo_masks_mean,
-                r.fusion_masks_mean, r.pseudo_masks_mean, se, "fusion masks vs pseudo-masks, training cases")
+    rows = _fusion_claims(labels, table3)
     for dataset, margin in sorted({(d, m) for d, m, *_ in score}):
-        def get(method, post, dataset=dataset, margin=margin):
-            return score.get((dataset, margin, method, post))
-
-        def cases(method, post, column="dsc", dataset=dataset, margin=margin):
-            return _per_case(metrics, column, dataset=dataset, margin_mm=margin, method=method, postprocess=post)
-
-        vwce, wce = get("weak_fm_vwce", "none"), get("weak_fm_wce", "none")
-        if vwce is not None and wce is not None:
-            add(dataset, "vwce_at_least_wce", margin, vwce.dsc_mean >= wce.dsc_mean, vwce.dsc_mean, wce.dsc_mean,
-                paired_se(cases("weak_fm_vwce", "none"), cases("weak_fm_wce", "none")), "K=3 VWCE vs K=3 WCE")
-        hd = [(m, get(m, "none").hd_mean, get(m, "largest_component").hd_mean) for m, p in pairs
-              if p == "none" and get(m, "none") is not None and get(m, "largest_component") is not None]
-        hd = [(m, a, b) for m, a, b in hd if np.isfinite(a) and np.isfinite(b)]
-        if hd:
-            first = next((h for h in hd if h[0] == OURS[0]), hd[0])
-            lower = sum(b < a for _, a, b in hd)
-            se = paired_se(cases(first[0], "largest_component", "hd_mm"), cases(first[0], "none", "hd_mm"))
-            add(dataset, "filter_lowers_hd", margin, lower == len(hd), first[2], first[1], se,
-                f"lower for {lower} of {len(hd)} models (value: {first[0]}); " + ", ".join(f"{m} {a:.1f} -> {b:.1f} mm" for m, a, b in hd))
-        ours = get(*OURS)
-        baselines = [(m, get(m, "largest_component")) for m in ("sdi", "ccnn") if get(m, "largest_component") is not None]
-        if ours is not None and baselines:
-            best, best_row = max(baselines, key=lambda b: b[1].dsc_mean)
-            add(dataset, "beats_baselines", margin, all(ours.dsc_mean > b.dsc_mean for _, b in baselines), ours.dsc_mean,
-                best_row.dsc_mean, paired_se(cases(*OURS), cases(best, "largest_component")),
-                "the method vs " + ", ".join(f"{m} {b.dsc_mean:.3f}" for m, b in baselines))
-        full, at = get("full", "largest_component"), margin
-        if full is None:  # fully supervised training does not use the boxes: the dataset's run of it, at any margin
-            others = sorted((m, r) for (d, m, me, p), r in score.items() if d == dataset and (me, p) == ("full", "largest_component"))
-            full, at = (others[0][1], others[0][0]) if others else (None, None)
-        if ours is not None and full is not None and full.dsc_mean > 0:
-            full_cases = _per_case(metrics, "dsc", dataset=dataset, margin_mm=at, method="full", postprocess="largest_component")
-            ratio = ours.dsc_mean / full.dsc_mean
-            add(dataset, "weak_within_4pct_of_full", margin, ratio >= NEAR_FULL, ratio, NEAR_FULL, ratio_of_means(cases(*OURS), full_cases)[1],
-                f"the method {ours.dsc_mean:.3f} / fully supervised {full.dsc_mean:.3f} (its run at {at:g} mm)")
-    table = pd.DataFrame(rows, columns=columns)
-    overall = []
-    for (dataset, claim), part in table.groupby(["dataset", "claim"], sort=False):
-        held = int((part["held"] == "yes").sum())
-        verdict = "yes" if held == len(part) else "no" if held == 0 else f"{held} of {len(part)}"
-        at = [f"{m:g} mm {h}" + (" (within noise)" if n == "no" else "") for m, h, n in zip(part["margin_mm"], part["held"], part["beyond_noise"])]
-        overall.append([dataset, claim, np.nan, verdict, np.nan, np.nan, np.nan, np.nan, "", "at " + ", ".join(at)])
-    table = pd.concat([pd.DataFrame(overall, columns=columns), table], ignore_index=True) if overall else table
-    order = {c: i for i, c in enumerate(CLAIMS)}
-    return table.sort_values(["dataset", "claim", "margin_mm"], key=lambda c: c.map(order) if c.name == "claim" else c,
-                             na_position="first").reset_index(drop=True)
+        at = _Margin(metrics, score, dataset, margin)
+        rows += _vwce_claim(at) + _filter_hd_claim(at, pairs) + _baselines_claim(at) + _near_full_claim(at)
+    return _with_overall_rows(pd.DataFrame(rows, columns=_CLAIM_COLUMNS))
 
 
-def write_tables(runs, out_dir, reference_margin_mm=None) -> dict:
+def write_tables(runs: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike,
+                 reference_margin_mm: float | None = None) -> dict[str, pd.DataFrame]:
     """Write table1.tsv, table2.tsv (at ``reference_margin_mm`` when given), table3.tsv,
     claims.tsv and metrics_all.tsv under ``out_dir``."""
     from boxseg.io import write_text

@@ -1,9 +1,8 @@
-"""3D UNet training with (voxel-wise) weighted cross-entropy, and inference.
+"""Training a network on patches: settings, sampling, one step, checkpoints, the loop.
 
-WCE (group models):  L = -mean_voxels sum_c w_c y_c log p_c
-VWCE (final model):  L = -mean_voxels V * sum_c w_c y_c log p_c
-with class weights w = (background 0.2, lesion 1.0) by default and V the
-voxel weight map of stage 2. With V = 1 both are the same.
+``train`` samples ``batch_size`` random patches per step (``sample_batch``), takes one
+optimiser step on the named loss (``losses``; ``train_step``) and logs the loss per
+epoch. The network and its file are ``network``'s.
 
 Training is resumable: a checkpoint (model, optimiser, schedule, random
 states, step, loss history) is written atomically every ``checkpoint_every``
@@ -17,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from boxseg.atomic import atomic_write, write_text
+from boxseg.atomic import write_text
+from boxseg.losses import LOSS_INPUTS, LossFunction, loss_function
+from boxseg.network import atomic_torch_save, build_unet, save_model
 
 log = logging.getLogger("boxseg")
 
@@ -95,61 +98,8 @@ class TrainSettings:
         return cls(**values)
 
 
-def build_unet(features, spatial_dims: int = 3) -> torch.nn.Module:
-    """A 3D (or 2D) UNet (MONAI) with one input channel and two output classes."""
-    from monai.networks.nets import UNet
-
-    return UNet(
-        spatial_dims=spatial_dims,
-        in_channels=1,
-        out_channels=2,
-        channels=tuple(features),
-        strides=(2,) * (len(features) - 1),
-        num_res_units=1,
-        norm="instance",
-    )
-
-
-IGNORE = 255
-
-
-def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
-    """(V)WCE: mean over voxels of V * w_target * -log p_target.
-
-    Voxels whose target is IGNORE (255) do not count: the mean is over labelled voxels.
-
-    Args:
-        logits: (B, 2, z, y, x).
-        target: (B, z, y, x) int64 labels.
-        class_weights: (background, lesion).
-        voxel_weight: (B, z, y, x) or None (V = 1, plain WCE).
-    """
-    weights = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
-    loss = torch.nn.functional.cross_entropy(logits, target, weight=weights, reduction="none", ignore_index=IGNORE)
-    if voxel_weight is not None:
-        loss = loss * voxel_weight
-    labelled = target != IGNORE
-    if bool(labelled.all()):
-        return loss.mean()
-    return loss.sum() / labelled.sum().clamp_min(1)
-
-
-def size_loss(logits, true_volume, tolerance: float):
-    """Constrained-CNN size penalty: relu((1 - t) V - S)^2 + relu(S - (1 + t) V)^2, S = sum p_lesion,
-    per patch, in units of the patch volume, averaged over the batch.
-
-    Args:
-        logits: (B, 2, z, y, x).
-        true_volume: (B,) true lesion voxels in each patch.
-    """
-    n = float(np.prod(logits.shape[2:]))
-    predicted = torch.softmax(logits, dim=1)[:, 1].flatten(1).sum(1)
-    low, high = (1.0 - tolerance) * true_volume, (1.0 + tolerance) * true_volume
-    penalty = torch.relu(low - predicted) ** 2 + torch.relu(predicted - high) ** 2
-    return (penalty / (n * n)).mean()
-
-
-def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitter: float = 0.0, foreground=None, foreground_fraction: float = 0.0):
+def random_patch(rng: np.random.Generator, volumes: Sequence[np.ndarray], patch_size: Sequence[int], intensity_jitter: float = 0.0,
+                 foreground: np.ndarray | None = None, foreground_fraction: float = 0.0) -> list[np.ndarray]:
     """The same random crop (zero-padded where the volume is smaller) and flips for each volume;
     the image (first volume) also gets a random contrast and brightness change of up to ``intensity_jitter``.
 
@@ -179,35 +129,159 @@ def _random_patch(rng: np.random.Generator, volumes, patch_size, intensity_jitte
     return out
 
 
-def _atomic_torch_save(obj, path: Path):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+# --- Sampling -------------------------------------------------------------------------------
 
 
-def _lr_lambda(settings: TrainSettings):
+class Cases:
+    """The training cases as arrays: per case the image, the target and the loss's other
+    per-voxel arrays (``names``: ``target`` first, then e.g. ``weight`` or ``size``), and
+    the lesion voxels that foreground sampling centres patches on."""
+
+    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], extras: dict[str, Sequence[np.ndarray]],
+                 foreground_fraction: float):
+        self.names = ("target", *extras)
+        self.volumes = []
+        for i, image in enumerate(images):
+            volume = [np.asarray(image, np.float32), np.asarray(targets[i], np.int64)]
+            volume += [np.asarray(extras[name][i], np.float32) for name in extras]
+            self.volumes.append(volume)
+        self.foreground = [np.argwhere(v[1] == 1) if foreground_fraction > 0 else None for v in self.volumes]
+
+
+def sample_batch(rng: np.random.Generator, cases: Cases, settings: TrainSettings, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """``batch_size`` random patches of random cases (``random_patch``): the image batch
+    (B, 1, z, y, x), and each per-voxel array of the loss by name (B, z, y, x); for a 2D
+    network, axial slices (B, 1, y, x) and (B, y, x)."""
+    patches = []
+    for _ in range(settings.batch_size):
+        i = int(rng.integers(len(cases.volumes)))
+        patches.append(random_patch(rng, cases.volumes[i], settings.patch_size, settings.intensity_jitter,
+                                    cases.foreground[i], settings.foreground_fraction))
+    x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None]).to(device)
+    batch = {name: torch.from_numpy(np.stack([p[j + 1] for p in patches])).to(device) for j, name in enumerate(cases.names)}
+    if settings.spatial_dims == 2:  # (B, 1, 1, y, x) slices -> (B, 1, y, x)
+        x, batch = x[:, :, 0], {name: value[:, 0] for name, value in batch.items()}
+    return x, batch
+
+
+# --- One step -------------------------------------------------------------------------------
+
+
+def train_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+               x: torch.Tensor, batch: dict, loss: LossFunction, settings: TrainSettings) -> float:
+    """One optimiser step on a batch; returns the batch's loss."""
+    optimiser.zero_grad(set_to_none=True)
+    value = loss(model(x), batch, settings)
+    value.backward()
+    optimiser.step()
+    schedule.step()
+    return value.item()
+
+
+def _lr_lambda(settings: TrainSettings) -> Callable[[int], float]:
     return lambda step: settings.decay_rate ** (step / settings.decay_steps)
 
 
+# --- Checkpoints ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What a training run holds between steps: the model, optimiser, schedule, random state,
+    step and loss history; all of it goes into a checkpoint."""
+
+    model: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    rng: np.random.Generator
+    step: int = 0
+    history: list = field(default_factory=list)
+    epoch_losses: list = field(default_factory=list)
+
+
+def start_run(settings: TrainSettings, device: torch.device) -> Run:
+    """A fresh run: seeded weights, Adam and the learning-rate schedule."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model = build_unet(settings.features, settings.spatial_dims).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    return Run(model, optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings)), rng)
+
+
+def resume(run: Run, checkpoint_path: Path | None, fingerprint: str | None, device: torch.device, steps: int) -> None:
+    """Load ``checkpoint_path`` into ``run`` when it exists and was written for this
+    fingerprint (the same settings and training data); else leave the run fresh."""
+    if not (checkpoint_path and checkpoint_path.exists()):
+        return
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s was written for other settings or training data: training from step 0", checkpoint_path)
+        return
+    log.info("resuming from step %d of %d (%s)", int(state["step"]), steps, checkpoint_path)
+    run.model.load_state_dict(state["model"])
+    run.optimiser.load_state_dict(state["optimiser"])
+    run.schedule.load_state_dict(state["schedule"])
+    run.rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    run.step, run.history = int(state["step"]), [list(row) for row in state["history"]]
+    run.epoch_losses = [float(v) for v in state["epoch_losses"]]
+
+
+def save_checkpoint(run: Run, checkpoint_path: Path, fingerprint: str) -> None:
+    """Write the run's whole state atomically (``resume`` reads it)."""
+    atomic_torch_save(
+        {
+            "model": run.model.state_dict(),
+            "optimiser": run.optimiser.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            "numpy_rng": run.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "step": run.step,
+            "history": run.history,
+            "epoch_losses": run.epoch_losses,
+            "fingerprint": fingerprint,
+        },
+        checkpoint_path,
+    )
+
+
+def fingerprint(settings: TrainSettings, *arrays: Sequence[np.ndarray] | None, loss: str = "") -> str:
+    """What a checkpoint must have been written for to be resumed: the settings, the loss and
+    every training array (images, targets, weight maps, size targets), by content."""
+    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=list).encode() + loss.encode())
+    for group in arrays:
+        for array in group if group is not None else ():
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.shape}{array.dtype.str}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+# --- The loop -------------------------------------------------------------------------------
+
+
 def train(
-    images,
-    targets,
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
     settings: TrainSettings,
-    model_path,
-    loss_log_path,
-    voxel_weights=None,
-    size_targets=None,
+    model_path: str | os.PathLike,
+    loss_log_path: str | os.PathLike,
+    *,
+    loss: str = "wce",
+    extras: dict[str, Sequence[np.ndarray]] | None = None,
     device: torch.device | str = "cpu",
-    checkpoint_path=None,
+    checkpoint_path: str | os.PathLike | None = None,
     stop_after: int | None = None,
-):
-    """Train a 3D UNet and write the model and the per-epoch loss log.
+) -> torch.nn.Module:
+    """Train a network and write the model and the per-epoch loss log.
 
     Args:
         images: list of (z, y, x) float arrays in [0, 1].
-        targets: list of (z, y, x) binary arrays (pseudo-masks or fusion masks).
+        targets: list of (z, y, x) int arrays: 0, 1 or IGNORE (pseudo-masks, fusion masks, labels).
         settings: TrainSettings.
-        voxel_weights: list of (z, y, x) weight maps for VWCE, or None for WCE.
-        size_targets: list of (z, y, x) true lesion masks whose volume per patch the size loss
-            uses (settings.size_loss_weight > 0), or None.
+        loss: a name in ``losses.LOSSES`` (``wce``, ``vwce``, ``ccnn``, ...).
+        extras: the per-voxel arrays the loss reads besides the target, by name
+            (``losses.LOSS_INPUTS``: ``weight`` maps for VWCE, ``size`` true lesion masks for ccnn).
         checkpoint_path: resumable checkpoint; resumed from when present and written for these
             settings and this training data, else ignored (and replaced at the next checkpoint).
         stop_after: stop (without writing the model) after this many steps in total;
@@ -216,96 +290,47 @@ def train(
     Returns:
         The trained model (on ``device``).
     """
-    if not images or len(images) != len(targets):
-        raise ValueError("need one target per image and at least one image")
+    extras = dict(extras or {})
+    _check_inputs(images, targets, loss, extras)
     device = torch.device(device)
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    model = build_unet(settings.features, settings.spatial_dims).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _lr_lambda(settings))
-    step, history, epoch_losses = 0, [], []
+    loss_fn = loss_function(loss)
+    run = start_run(settings, device)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    fingerprint = _fingerprint(settings, images, targets, voxel_weights, size_targets) if checkpoint_path else None
-    state = None
-    if checkpoint_path and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") != fingerprint:
-            log.warning("%s was written for other settings or training data: training from step 0", checkpoint_path)
-            state = None
-    if state is not None:
-        log.info("resuming from step %d of %d (%s)", int(state["step"]), settings.steps, checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, history = int(state["step"]), [list(row) for row in state["history"]]
-        epoch_losses = [float(v) for v in state["epoch_losses"]]
-    use_size = settings.size_loss_weight > 0
-    if use_size and size_targets is None:
-        raise ValueError("size_loss_weight > 0 needs size targets (true lesion masks)")
-    volumes = []
-    for i, image in enumerate(images):
-        v = [np.asarray(image, np.float32), np.asarray(targets[i], np.int64)]
-        if voxel_weights is not None:
-            v.append(np.asarray(voxel_weights[i], np.float32))
-        if use_size:
-            v.append(np.asarray(size_targets[i], np.float32))
-        volumes.append(v)
-    foreground = [np.argwhere(v[1] == 1) for v in volumes] if settings.foreground_fraction > 0 else [None] * len(volumes)
-    model.train()
+    job = fingerprint(settings, images, targets, *extras.values(), loss=loss) if checkpoint_path else None
+    resume(run, checkpoint_path, job, device, settings.steps)
+    cases = Cases(images, targets, extras, settings.foreground_fraction)
+    run.model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
-    progress = _Progress(step, settings.steps)
-    while step < end:
-        batch = []
-        for _ in range(settings.batch_size):
-            i = int(rng.integers(len(volumes)))
-            batch.append(_random_patch(rng, volumes[i], settings.patch_size, settings.intensity_jitter, foreground[i], settings.foreground_fraction))
-        x = torch.from_numpy(np.stack([b[0] for b in batch])[:, None]).to(device)
-        y = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-        v = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if voxel_weights is not None else None
-        if settings.spatial_dims == 2:  # (B, 1, 1, y, x) slices -> (B, 1, y, x)
-            x, y = x[:, :, 0], y[:, 0]
-            v = v[:, 0] if v is not None else None
-        size = torch.tensor([float(b[-1].sum()) for b in batch], device=device) if use_size else None
-        optimiser.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = weighted_cross_entropy(logits, y, settings.class_weights, v)
-        if use_size:
-            loss = loss + settings.size_loss_weight * size_loss(logits, size, settings.size_tolerance)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        step += 1
-        epoch_losses.append(loss.item())
-        if step % settings.steps_per_epoch == 0 or step == settings.steps:
-            history.append([step // settings.steps_per_epoch + (step % settings.steps_per_epoch > 0), step, float(np.mean(epoch_losses)), schedule.get_last_lr()[0]])
-            epoch_losses = []
-            progress.log(step, history[-1][2])
-        if checkpoint_path and settings.checkpoint_every and (step % settings.checkpoint_every == 0) and step < settings.steps:
-            _atomic_torch_save(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "history": history,
-                    "epoch_losses": epoch_losses,
-                    "fingerprint": fingerprint,
-                },
-                checkpoint_path,
-            )
-    if step < settings.steps:
-        return model
-    save_model(model, settings, model_path)
-    rows = ["epoch\tstep\tloss\tlearning_rate"] + [f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" for e, s, l, lr in history]
+    progress = _Progress(run.step, settings.steps)
+    while run.step < end:
+        x, batch = sample_batch(run.rng, cases, settings, device)
+        run.epoch_losses.append(train_step(run.model, run.optimiser, run.schedule, x, batch, loss_fn, settings))
+        run.step += 1
+        if run.step % settings.steps_per_epoch == 0 or run.step == settings.steps:
+            epoch = run.step // settings.steps_per_epoch + (run.step % settings.steps_per_epoch > 0)
+            run.history.append([epoch, run.step, float(np.mean(run.epoch_losses)), run.schedule.get_last_lr()[0]])
+            run.epoch_losses = []
+            progress.log(run.step, run.history[-1][2])
+        if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
+            save_checkpoint(run, checkpoint_path, job)
+    if run.step < settings.steps:
+        return run.model
+    save_model(run.model, settings, model_path)
+    rows = ["epoch\tstep\tloss\tlearning_rate"] + [f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" for e, s, l, lr in run.history]
     write_text("\n".join(rows) + "\n", loss_log_path)
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)
-    return model
+    return run.model
+
+
+def _check_inputs(images: Sequence, targets: Sequence, loss: str, extras: dict) -> None:
+    if not images or len(images) != len(targets):
+        raise ValueError("need one target per image and at least one image")
+    needed = set(LOSS_INPUTS.get(loss, ()))
+    if set(extras) != needed:
+        raise ValueError(f"loss {loss!r} reads {sorted(needed) or 'only the targets'}, got {sorted(extras) or 'no other arrays'}")
+    if any(len(arrays) != len(images) for arrays in extras.values()):
+        raise ValueError("need one array of each kind per image")
 
 
 class _Progress:
@@ -331,67 +356,3 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _fingerprint(settings: TrainSettings, *arrays) -> str:
-    """What a checkpoint must have been written for to be resumed: the settings and every
-    training array (images, targets, weight maps, size targets), by content."""
-    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=list).encode())
-    for group in arrays:
-        for array in group if group is not None else ():
-            array = np.ascontiguousarray(array)
-            digest.update(f"{array.shape}{array.dtype.str}".encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def save_model(model, settings: TrainSettings, path) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_torch_save(
-        {"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims},
-        Path(path),
-    )
-
-
-def load_model(path, device="cpu"):
-    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size).
-
-    Raises:
-        ValueError: the file is not such a model (naming the file and why).
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
-        model.load_state_dict(state["state_dict"])
-        patch_size = tuple(state["patch_size"])
-    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ValueError(f"{path}: not a model written by boxseg ({type(err).__name__}: {why})") from None
-    return model.to(device).eval(), patch_size
-
-
-def predict_probability(model, image, patch_size, device="cpu", overlap: float = 0.5, flip_tta: bool = False) -> np.ndarray:
-    """Lesion probability (z, y, x) by Gaussian-weighted sliding-window inference (MONAI).
-
-    With ``flip_tta`` the probabilities of the image and of its flips along each
-    axis (the training augmentation) are averaged.
-    """
-    from monai.inferers import sliding_window_inference
-
-    x = torch.from_numpy(np.asarray(image, np.float32)[None, None]).to(device)
-    two_d = len(patch_size) == 3 and patch_size[0] == 1 and _is_2d(model)
-    if two_d:  # axial slices as a batch of 2D images
-        x, patch_size = x[0].permute(1, 0, 2, 3), tuple(patch_size[1:])
-    flips = [()] + ([(d,) for d in range(2, x.dim())] if flip_tta else [])
-    prob = 0.0
-    with torch.no_grad():
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            logits = sliding_window_inference(xi, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
-            p = torch.softmax(logits, dim=1)
-            prob = prob + (torch.flip(p, dims) if dims else p)
-    prob = prob / len(flips)
-    lesion = prob[:, 1] if two_d else prob[0, 1]
-    return lesion.cpu().numpy().astype(np.float32)
-
-
-def _is_2d(model) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

@@ -9,6 +9,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
 
 from boxseg.io import CaseError
 
@@ -19,7 +22,7 @@ class Stopped(BaseException):  # a stop, not an error: no "except Exception" cat
     """The job was told to stop (SIGTERM), or the Snakemake that started it is gone."""
 
 
-def _stop(signum, _frame):
+def _stop(signum: int, _frame: FrameType | None) -> NoReturn:
     raise Stopped("SIGTERM" if signum == signal.SIGTERM else signal.Signals(signum).name)
 
 
@@ -34,7 +37,7 @@ def _watch_parent(parent: int) -> None:
             return
 
 
-def _one_line(err: BaseException, snakemake) -> str:
+def _one_line(err: BaseException, snakemake: Any) -> str:
     """The error as the one line a user reads: a ``CaseError`` names the case, the file and
     the problem itself; an ``OSError`` (a full disk, an unwritable folder) gets the job's case."""
     if isinstance(err, CaseError):
@@ -48,7 +51,7 @@ def _one_line(err: BaseException, snakemake) -> str:
     return f"case {case}: {where}" if case else where
 
 
-def run_step(snakemake, step) -> None:
+def run_step(snakemake: Any, step: Callable[[Any], object]) -> None:
     """Run ``step(snakemake)`` with stderr and logging sent to the rule's log.
 
     A ``CaseError`` (bad input) ends the job with one line naming the case, the

@@ -1,9 +1,9 @@
 rule scribbles:
     """Constrained-CNN baseline: the reference lesion eroded per axial slice (partial labels)."""
     input:
-        label="results/roi/{case}/label.nii.gz",
+        label=L.ROI_LABEL,
     output:
-        "results/baselines/ccnn/{case}.nii.gz",
+        L.SCRIBBLES,
     log:
         "logs/scribbles/{case}.log",
     conda:
@@ -17,11 +17,11 @@ rule scribbles:
 rule sdi_labels:
     """SDI baseline: 2D boxes on each axial slice of the lesion and their initial labels."""
     input:
-        image="results/roi/{case}/image.nii.gz",
-        label="results/roi/{case}/label.nii.gz",
+        image=L.ROI_IMAGE,
+        label=L.ROI_LABEL,
     output:
-        labels="results/baselines/sdi/{case}/labels.nii.gz",
-        boxes="results/baselines/sdi/{case}/boxes.json",
+        labels=L.SDI_LABELS,
+        boxes=L.SDI_BOXES,
     log:
         "logs/sdi_labels/{case}.log",
     conda:

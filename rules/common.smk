@@ -10,8 +10,10 @@ from boxseg.dataset import (
     read_sheet,
     synthetic_sheet,
 )
+from boxseg import layout as L
 from boxseg.boxes import box_rows_by_case, read_box_table
 from boxseg.io import CASE_ID_PATTERN, check_model_file
+from boxseg.methods import GROUP, resolve, rounds, training_settings
 
 validate(config, schema="../schemas/config.schema.yaml")
 _window = config["preprocess"]["window_hu"]
@@ -108,6 +110,9 @@ GROUP_OF = (
 TUMOR = DATASET["tumor_values"]
 ORGAN = DATASET["organ_values"]
 METHODS = config["methods"]
+# each configured method's recipe (boxseg.methods: 'weak' as groups.k and final.loss make it)
+RECIPE = {m: resolve(m, K, config["final"]["loss"]) for m in METHODS}
+FROM_BOXES = any(r.from_boxes for r in RECIPE.values())
 
 
 wildcard_constraints:
@@ -121,13 +126,17 @@ LABEL = dict(zip(CASES["case"], CASES["label"]))
 BOX_FILE = dict(zip(CASES["case"], CASES["boxes"]))
 EVALUATED = [c for c in TEST if LABEL[c]]  # test cases with a reference label
 UNLABELLED = [c for c in TEST if not LABEL[c]] + PREDICT
-if K == 0 and {"weak_fm_wce", "weak_fm_vwce"} & set(METHODS):
-    raise ValueError("methods weak_fm_wce and weak_fm_vwce need groups.k > 0")
-if {"full", "ccnn", "sdi"} & set(METHODS):
+_needs_groups = [m for m, r in RECIPE.items() if r.needs_groups]
+if K == 0 and _needs_groups:
+    raise ValueError(
+        f"method(s) {_needs_groups} train on fusion masks and need groups.k > 0"
+    )
+_needs_labels = [m for m, r in RECIPE.items() if r.needs_labels]
+if _needs_labels:
     _no_label = [c for c in TRAIN if not LABEL[c]]
     if _no_label:
         raise ValueError(
-            f"methods 'full', 'ccnn' and 'sdi' use labels, but training case(s) have none: {_no_label[:10]}"
+            f"method(s) {_needs_labels} use labels, but training case(s) have none: {_no_label[:10]}"
         )
 
 
@@ -141,7 +150,7 @@ def available(path):
     """``path`` as an input if it exists or the workflow makes it (``results/``, the
     synthetic data); a user's file that is missing is no input, so only the job that
     reads it fails (with one line), not the whole run at DAG build."""
-    return path if path.startswith("results/") or Path(path).exists() else []
+    return path if path.startswith(f"{L.RESULTS}/") or Path(path).exists() else []
 
 
 def image_of(wildcards):
@@ -169,23 +178,14 @@ def case_inputs(wildcards):
 
 
 def final_settings(wildcards):
-    """final_training settings; the Constrained-CNN baseline adds its size loss, SDI is 2D."""
-    values = settings("final_training")
-    if wildcards.method == "ccnn":
-        ccnn = config["baselines"]["ccnn"]
-        values.update(
-            size_loss_weight=ccnn["size_loss_weight"],
-            size_tolerance=ccnn["size_tolerance"],
-        )
-    if wildcards.method == "sdi":
-        values.update(
-            spatial_dims=2, patch_size=config["baselines"]["sdi"]["patch_size"]
-        )
-    return dict(sorted(values.items()))
+    """final_training settings as the method's recipe completes them (boxseg.methods)."""
+    return training_settings(
+        RECIPE[wildcards.method], settings("final_training"), config
+    )
 
 
 def model_of(wildcards):
-    return MODEL or f"results/models/{wildcards.method}/model.pt"
+    return MODEL or L.MODEL.format(method=wildcards.method)
 
 
 def group_cases(k):
@@ -193,58 +193,31 @@ def group_cases(k):
 
 
 def final_targets():
-    targets = ["results/cases.tsv"]
+    targets = [L.CASES]
     if EVALUATED:
         targets += [
-            "results/metrics.tsv",
-            "results/summary.tsv",
-            expand(
-                "results/figures/cases/{method}/{case}.png",
-                method=METHODS,
-                case=EVALUATED,
-            ),
+            L.METRICS,
+            L.SUMMARY,
+            expand(L.CASE_OVERLAY, method=METHODS, case=EVALUATED),
         ]
-    targets += expand(
-        "results/predictions/{method}/{case}/mask.nii.gz",
-        method=METHODS,
-        case=UNLABELLED,
-    )
+    targets += expand(L.MASK, method=METHODS, case=UNLABELLED)
     if not MODEL:
-        targets.append("results/figures/training_loss.png")
-        if any(m.startswith("weak") for m in METHODS) and all(LABEL[c] for c in TRAIN):
-            targets.append("results/label_quality.tsv")
+        targets.append(L.LOSS_FIGURE)
+        if FROM_BOXES and all(LABEL[c] for c in TRAIN):
+            targets.append(L.LABEL_QUALITY)
     return targets
 
 
-def final_training_inputs(wildcards):
-    """The targets (and VWCE weight maps) the final model of a method trains on.
-
-    weak: fusion masks with VWCE or WCE per final.loss (K > 0), pseudo-masks with WCE (K = 0);
-    weak_pm_wce: pseudo-masks, WCE (the paper's K = 0); weak_fm_wce: fusion masks, WCE;
-    weak_fm_vwce: fusion masks and weight maps, VWCE; full: the true masks, WCE;
-    ccnn: Constrained-CNN scribbles (partial CE) with the true lesion volume (size loss);
-    sdi: SDI labels from 2D slice boxes, a 2D UNet trained in recursive rounds.
-    """
-    method = wildcards.method
-    inputs = {"images": expand("results/roi/{case}/image.nii.gz", case=TRAIN)}
-    if method == "full":
-        inputs["targets"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
-    elif method == "sdi":
-        inputs["targets"] = expand(
-            "results/baselines/sdi/{case}/labels.nii.gz", case=TRAIN
-        )
-        inputs["boxes"] = expand("results/baselines/sdi/{case}/boxes.json", case=TRAIN)
-    elif method == "ccnn":
-        inputs["targets"] = expand("results/baselines/ccnn/{case}.nii.gz", case=TRAIN)
-        inputs["sizes"] = expand("results/roi/{case}/label.nii.gz", case=TRAIN)
-    elif method == "weak_pm_wce" or (method == "weak" and K == 0):
-        inputs["targets"] = expand("results/pseudomasks/{case}.nii.gz", case=TRAIN)
-    else:
-        inputs["targets"] = expand("results/fusion/{case}/fusion.nii.gz", case=TRAIN)
-        if method == "weak_fm_vwce" or (
-            method == "weak" and config["final"]["loss"] == "vwce"
-        ):
-            inputs["weights"] = expand(
-                "results/fusion/{case}/weight.nii.gz", case=TRAIN
-            )
+def training_inputs(recipe, cases):
+    """The files a model of ``recipe`` (boxseg.methods) trains on, keyed by training-set
+    column + "s" (images, targets, weights, ...: Snakemake reserves "size"): the cases'
+    ROI images, their targets and the other per-case files its loss reads."""
+    inputs = {"images": expand(L.ROI_IMAGE, case=cases)}
+    for column, name in recipe.inputs.items():
+        inputs[f"{column}s"] = expand(L.TRAINING_FILES[name], case=cases)
     return inputs
+
+
+def final_training_inputs(wildcards):
+    """The files the final model of a method trains on (all training cases)."""
+    return training_inputs(RECIPE[wildcards.method], TRAIN)

@@ -1,8 +1,8 @@
 rule phantom:
     """Embedded default: one seeded synthetic CT phantom case in KiTS layout."""
     output:
-        image="results/data/{case}/imaging.nii.gz",
-        label="results/data/{case}/segmentation.nii.gz",
+        image=L.PHANTOM_IMAGE,
+        label=L.PHANTOM_LABEL,
     log:
         "logs/phantom/{case}.log",
     conda:
@@ -17,7 +17,7 @@ rule phantom:
 rule case_sheet:
     """The case sheet the workflow runs on (case, image, label, split, group)."""
     output:
-        "results/cases.tsv",
+        L.CASES,
     log:
         "logs/case_sheet.log",
     conda:

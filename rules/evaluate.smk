@@ -3,15 +3,15 @@ rule evaluate:
     filter, and the DSC of the box itself; an axial overlay through the lesion with reference (green) and predicted (red) contours.
     """
     input:
-        raw="results/predictions/{method}/{case}/mask_raw.nii.gz",
-        prediction="results/predictions/{method}/{case}/mask.nii.gz",
+        raw=L.MASK_RAW,
+        prediction=L.MASK,
         image=image_of,
         label=label_of,
-        boxes="results/boxes/{case}.json",
+        boxes=L.BOXES,
     output:
-        metrics="results/metrics/{method}/{case}.tsv",
+        metrics=L.CASE_METRICS,
         overlay=report(
-            "results/figures/cases/{method}/{case}.png",
+            L.CASE_OVERLAY,
             caption="../report/overlay.rst",
             category="Test cases",
             subcategory="{method}",
@@ -34,20 +34,20 @@ rule summarise:
     each method's DSC as a fraction of the fully supervised model's (when `full` runs).
     """
     input:
-        expand("results/metrics/{method}/{case}.tsv", method=METHODS, case=EVALUATED),
+        expand(L.CASE_METRICS, method=METHODS, case=EVALUATED),
     output:
         metrics=report(
-            "results/metrics.tsv",
+            L.METRICS,
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
         summary=report(
-            "results/summary.tsv",
+            L.SUMMARY,
             caption="../report/summary.rst",
             category="Evaluation",
         ),
         comparison=report(
-            "results/comparison.tsv",
+            L.COMPARISON,
             caption="../report/comparison.rst",
             category="Evaluation",
         ),
@@ -63,13 +63,13 @@ rule loss_curves:
     """Training loss per epoch of the group models and each method's final model."""
     input:
         groups=expand(
-            "results/group/model_{k}/loss.tsv",
-            k=range(K) if any(m.startswith("weak") for m in METHODS) else [],
+            L.GROUP_LOSS,
+            k=range(K) if FROM_BOXES else [],
         ),
-        final=expand("results/models/{method}/loss.tsv", method=METHODS),
+        final=expand(L.LOSS, method=METHODS),
     output:
         report(
-            "results/figures/training_loss.png",
+            L.LOSS_FIGURE,
             caption="../report/loss.rst",
             category="Training",
         ),
@@ -88,21 +88,19 @@ rule label_quality:
     masks and fusion masks against the reference lesion, per training case, their mean, and
     each group model's mean over the training cases it did not see."""
     input:
-        labels=expand("results/roi/{case}/label.nii.gz", case=TRAIN),
-        boxes=expand("results/boxes/{case}.json", case=TRAIN),
-        geometry=expand("results/roi/{case}/geometry.json", case=TRAIN),
-        pseudo_masks=expand("results/pseudomasks/{case}.nii.gz", case=TRAIN),
-        fusion=expand(
-            "results/fusion/{case}/fusion.nii.gz", case=TRAIN if K > 0 else []
-        ),
+        labels=expand(L.ROI_LABEL, case=TRAIN),
+        boxes=expand(L.BOXES, case=TRAIN),
+        geometry=expand(L.ROI_GEOMETRY, case=TRAIN),
+        pseudo_masks=expand(L.PSEUDO_MASK, case=TRAIN),
+        fusion=expand(L.FUSION_MASK, case=TRAIN if K > 0 else []),
         group=expand(
-            "results/group/predictions/{case}/model_{k}.nii.gz",
+            L.GROUP_PREDICTION,
             case=TRAIN if K > 0 else [],
             k=range(K),
         ),
     output:
         report(
-            "results/label_quality.tsv",
+            L.LABEL_QUALITY,
             caption="../report/label_quality.rst",
             category="Evaluation",
         ),

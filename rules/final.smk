@@ -3,7 +3,7 @@ rule final_training_set:
     input:
         unpack(final_training_inputs),
     output:
-        "results/models/{method}/training_set.tsv",
+        L.TRAINING_SET,
     log:
         "logs/training_set/{method}.log",
     localrule: True
@@ -17,14 +17,14 @@ rule train_final:
     """Stage 3: the final 3D UNet of a method on all training cases (see
     final_training_inputs: weak and its ablations, or full on the true masks)."""
     input:
-        training_set="results/models/{method}/training_set.tsv",
+        training_set=L.TRAINING_SET,
     output:
-        model="results/models/{method}/model.pt",
-        loss="results/models/{method}/loss.tsv",
+        model=L.MODEL,
+        loss=L.LOSS,
     log:
         "logs/train_final/{method}.log",
     benchmark:
-        "results/benchmarks/train_final/{method}.tsv"
+        L.TRAIN_FINAL_BENCHMARK
     conda:
         "../envs/boxseg.yaml"
     threads: 4
@@ -32,11 +32,10 @@ rule train_final:
         gpu=1,
     params:
         settings=final_settings,
-        rounds=lambda wc: (
-            config["baselines"]["sdi"]["rounds"] if wc.method == "sdi" else 1
-        ),
+        rounds=lambda wc: rounds(RECIPE[wc.method], config),
         device=config["device"],
-        checkpoint=lambda wc: f"results/models/{wc.method}/checkpoint.pt",
+        method=lambda wc: RECIPE[wc.method].name,
+        checkpoint=lambda wc: L.CHECKPOINT.format(method=wc.method),
     script:
         "../workflow_scripts/train.py"
 
@@ -44,14 +43,14 @@ rule train_final:
 rule infer:
     """Final model on a test or new case; mask on the case's original image grid, post-processed."""
     input:
-        roi="results/roi/{case}/image.nii.gz",
+        roi=L.ROI_IMAGE,
         image=image_of,
-        boxes="results/boxes/{case}.json",
+        boxes=L.BOXES,
         model=model_of,
     output:
-        probability="results/predictions/{method}/{case}/probability_roi.nii.gz",
-        raw="results/predictions/{method}/{case}/mask_raw.nii.gz",
-        mask="results/predictions/{method}/{case}/mask.nii.gz",
+        probability=L.PROBABILITY_ROI,
+        raw=L.MASK_RAW,
+        mask=L.MASK,
     log:
         "logs/infer/{method}/{case}.log",
     conda:
@@ -71,7 +70,7 @@ rule predict:
     """Target: masks of the cases to predict (split 'predict', e.g. --config predict_sheet=PATH)."""
     input:
         expand(
-            "results/predictions/{method}/{case}/mask.nii.gz",
+            L.MASK,
             method=METHODS,
             case=PREDICT,
         ),

@@ -4,14 +4,9 @@ if K > 0:
     rule group_training_set:
         """The files of group k's cases (ROI images, pseudo-masks) and their content digests."""
         input:
-            images=lambda wc: expand(
-                "results/roi/{case}/image.nii.gz", case=group_cases(wc.k)
-            ),
-            targets=lambda wc: expand(
-                "results/pseudomasks/{case}.nii.gz", case=group_cases(wc.k)
-            ),
+            unpack(lambda wc: training_inputs(GROUP, group_cases(wc.k))),
         output:
-            "results/group/model_{k}/training_set.tsv",
+            L.GROUP_TRAINING_SET,
         log:
             "logs/training_set/group_{k}.log",
         localrule: True
@@ -23,14 +18,14 @@ if K > 0:
     rule train_group:
         """Stage 2: one 3D UNet per disjoint subset, on its pseudo-masks, with WCE."""
         input:
-            training_set="results/group/model_{k}/training_set.tsv",
+            training_set=L.GROUP_TRAINING_SET,
         output:
-            model="results/group/model_{k}/model.pt",
-            loss="results/group/model_{k}/loss.tsv",
+            model=L.GROUP_MODEL,
+            loss=L.GROUP_LOSS,
         log:
             "logs/train_group/{k}.log",
         benchmark:
-            "results/benchmarks/train_group/{k}.tsv"
+            L.TRAIN_GROUP_BENCHMARK
         conda:
             "../envs/boxseg.yaml"
         threads: 4
@@ -39,7 +34,8 @@ if K > 0:
         params:
             settings=settings("group_training"),
             device=config["device"],
-            checkpoint=lambda wc: f"results/group/model_{wc.k}/checkpoint.pt",
+            method=GROUP.name,
+            checkpoint=lambda wc: L.GROUP_CHECKPOINT.format(k=wc.k),
         script:
             "../workflow_scripts/train.py"
 
@@ -47,17 +43,15 @@ if K > 0:
         """Group models' masks P1..PK of a training case, fusion mask FM = ConvCRF(PM or P1 ... or PK)
         and weight map V = PM + sum Pk (0 -> K+1)."""
         input:
-            image="results/roi/{case}/image.nii.gz",
-            pseudo_mask="results/pseudomasks/{case}.nii.gz",
-            models=expand("results/group/model_{k}/model.pt", k=range(K)),
-            boxes="results/boxes/{case}.json",
-            geometry="results/roi/{case}/geometry.json",
+            image=L.ROI_IMAGE,
+            pseudo_mask=L.PSEUDO_MASK,
+            models=expand(L.GROUP_MODEL, k=range(K)),
+            boxes=L.BOXES,
+            geometry=L.ROI_GEOMETRY,
         output:
-            predictions=expand(
-                "results/group/predictions/{{case}}/model_{k}.nii.gz", k=range(K)
-            ),
-            fusion="results/fusion/{case}/fusion.nii.gz",
-            weight="results/fusion/{case}/weight.nii.gz",
+            predictions=expand(L.GROUP_PREDICTION, k=range(K), allow_missing=True),
+            fusion=L.FUSION_MASK,
+            weight=L.FUSION_WEIGHT,
         log:
             "logs/fuse/{case}.log",
         conda:

@@ -4,10 +4,10 @@ rule preprocess:
     input:
         unpack(case_inputs),
     output:
-        boxes="results/boxes/{case}.json",
-        image="results/roi/{case}/image.nii.gz",
-        label="results/roi/{case}/label.nii.gz",
-        geometry="results/roi/{case}/geometry.json",
+        boxes=L.BOXES,
+        image=L.ROI_IMAGE,
+        label=L.ROI_LABEL,
+        geometry=L.ROI_GEOMETRY,
     log:
         "logs/preprocess/{case}.log",
     conda:

@@ -1,15 +1,15 @@
 rule pseudo_mask:
     """Stage 1: ConvCRF mean-field inference from the case's boxes."""
     input:
-        image="results/roi/{case}/image.nii.gz",
-        boxes="results/boxes/{case}.json",
-        geometry="results/roi/{case}/geometry.json",
+        image=L.ROI_IMAGE,
+        boxes=L.BOXES,
+        geometry=L.ROI_GEOMETRY,
     output:
-        "results/pseudomasks/{case}.nii.gz",
+        L.PSEUDO_MASK,
     log:
         "logs/pseudo_mask/{case}.log",
     benchmark:
-        "results/benchmarks/pseudo_mask/{case}.tsv"
+        L.PSEUDO_MASK_BENCHMARK
     conda:
         "../envs/boxseg.yaml"
     threads: 1

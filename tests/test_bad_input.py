@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from boxseg.io import CaseError
-from boxseg.pipeline import preprocess_case
+from boxseg.steps.preprocess import preprocess_case
 from tests.conftest import ROOT, sphere
 
 
@@ -179,7 +179,7 @@ def test_a_model_that_is_not_one_is_refused_and_predicting_needs_no_training_cas
     torch.save({"state_dict": {}}, tmp_path / "model.pt")  # a torch archive: planned; its job then fails in one line
     out = _dry_run(tmp_path, tmp_path / "only.yaml", extra=["--config", "model=model.pt"])
     assert out.returncode == 0 and "groups" not in out.stdout + out.stderr, out.stdout + out.stderr  # no K groups of 0 cases
-    from boxseg.training import load_model
+    from boxseg.network import load_model
 
     with pytest.raises(ValueError, match="model.pt: not a model written by boxseg"):
         load_model(tmp_path / "model.pt")

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from boxseg.baselines import IGNORE, scribbles_from_label
+from boxseg.losses import size_loss, weighted_cross_entropy
 from boxseg.metrics import dice
-from boxseg.training import TrainSettings, predict_probability, size_loss, train, weighted_cross_entropy
+from boxseg.network import predict_probability
+from boxseg.training import TrainSettings, train
 from tests.conftest import sphere
 
 
@@ -48,7 +50,7 @@ def test_constrained_cnn_learns_a_sphere_from_scribbles_and_size(tmp_path):
     settings = TrainSettings(steps=120, batch_size=2, patch_size=(16, 16, 16), features=(4, 8), learning_rate=0.01,
                              decay_rate=0.5, decay_steps=100, class_weights=(1.0, 1.0), seed=0, steps_per_epoch=20,
                              checkpoint_every=0, intensity_jitter=0.0, size_loss_weight=50.0)
-    model = train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", size_targets=sizes)
+    model = train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", loss="ccnn", extras={"size": sizes})
     model.eval()
     prob = predict_probability(model, images[0], settings.patch_size)
     assert dice(prob > 0.5, sizes[0]) > 0.6  # far more than the scribbles alone (they are < half the lesion)
@@ -100,7 +102,7 @@ class TestSDI:
                                  decay_rate=0.5, decay_steps=30, class_weights=(0.2, 1.0), seed=0, steps_per_epoch=10,
                                  checkpoint_every=0, intensity_jitter=0.0, spatial_dims=2)
         train([image], [lesion.astype(np.int64)], settings, tmp_path / "m.pt", tmp_path / "l.tsv")
-        from boxseg.training import load_model
+        from boxseg.network import load_model
 
         model, patch = load_model(tmp_path / "m.pt")
         prob = predict_probability(model, image, patch, flip_tta=True)
@@ -112,7 +114,7 @@ class TestSDI:
         when nothing it trains on changed, and then ends exactly as a run from scratch."""
         from dataclasses import replace
 
-        from boxseg import baselines, pipeline, training
+        from boxseg import baselines, network, training
         from boxseg.baselines import sdi_initial_labels, slice_boxes
 
         image, lesion = self._case()
@@ -128,8 +130,8 @@ class TestSDI:
 
         def run(directory, settings, initial):
             directory.mkdir(exist_ok=True)
-            pipeline._train_sdi([image], [initial], [boxes], settings, 2, directory / "m.pt", directory / "l.tsv", "cpu", directory / "ckpt.pt")
-            return training.load_model(directory / "m.pt")[0].state_dict()
+            baselines.train_sdi([image], [initial], [boxes], settings, 2, directory / "m.pt", directory / "l.tsv", "cpu", directory / "ckpt.pt")
+            return network.load_model(directory / "m.pt")[0].state_dict()
 
         class Killed(Exception):
             pass

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from boxseg.convcrf import CRFParams, estimate_box_slack, pseudo_mask_from_boxes
+from boxseg.boxes.prior import estimate_box_slack
+from boxseg.convcrf import CRFParams
 from boxseg.io import CaseError
 from boxseg.metrics import dice
-from boxseg.pipeline import preprocess_case, pseudo_mask_case
+from boxseg.stage1 import pseudo_mask_from_boxes
+from boxseg.steps.preprocess import preprocess_case
+from boxseg.steps.pseudo_mask import pseudo_mask_case
 from tests.conftest import sphere
 
 STAGE1 = CRFParams(window_shape="manhattan", prior_weight=3.0, weight_appearance=0.3, prior_softness=0.2,

@@ -4,18 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from boxseg.boxes.prior import box_prior, boxes_prior, per_box_slack, shrink_box
 from boxseg.convcrf import (
     CRFParams,
-    box_downsample,
-    box_prior,
-    boxes_prior,
     pairwise_message,
-    per_box_slack,
-    pseudo_mask_from_boxes,
     refine_mask,
-    shrink_box,
 )
 from boxseg.metrics import dice
+from boxseg.stage1 import box_downsample, pseudo_mask_from_boxes
 from tests.conftest import sphere
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from boxseg.convcrf import pseudo_mask_from_boxes
 from boxseg.device import select_device
-from boxseg.training import TrainSettings, load_model, predict_probability, train
+from boxseg.network import load_model, predict_probability
+from boxseg.stage1 import pseudo_mask_from_boxes
+from boxseg.training import TrainSettings, train
 from tests.test_convcrf import _loose_box, _toy
 from tests.test_training import TINY, _data
 

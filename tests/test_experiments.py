@@ -108,12 +108,11 @@ def test_a_run_left_locked_by_a_killed_snakemake_is_named_and_unlock_frees_it(tm
 def test_a_killed_call_is_timed_to_its_last_checkpoint_when_that_is_later_than_its_log(tmp_path):
     """A call killed inside a long training job last wrote Snakemake's log when the job started; the
     job's checkpoint, written later, bounds the call's length better. Checkpoints of other calls do not count."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from run import _read_times, _time_killed_calls, _write_times
+    from boxseg.experiments import read_times, time_killed_calls, write_times
 
     start = 1_800_000_000  # whole seconds, UTC
     iso = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + d)) for d in (0, 5000)]
-    _write_times(tmp_path, [[iso[0], "", ""], [iso[1], "7", "0"]])
+    write_times(tmp_path, [[iso[0], "", ""], [iso[1], "7", "0"]])
     log = tmp_path / ".snakemake/log" / time.strftime("%Y-%m-%dT%H%M%S.000001.snakemake.log", time.localtime(start + 1))
     log.parent.mkdir(parents=True)
     log.write_text("a job started\n")
@@ -123,21 +122,20 @@ def test_a_killed_call_is_timed_to_its_last_checkpoint_when_that_is_later_than_i
         checkpoint.parent.mkdir(parents=True)
         checkpoint.write_bytes(b"")
         os.utime(checkpoint, (written, written))
-    _time_killed_calls(tmp_path)
-    assert _read_times(tmp_path) == [[iso[0], "4000", "killed"], [iso[1], "7", "0"]]  # model_2 is the next call's
+    time_killed_calls(tmp_path)
+    assert read_times(tmp_path) == [[iso[0], "4000", "killed"], [iso[1], "7", "0"]]  # model_2 is the next call's
     checkpoints = list((tmp_path / "results").rglob("checkpoint.pt"))
     for checkpoint in checkpoints:
         checkpoint.unlink()
-    _write_times(tmp_path, [[iso[0], "", ""]])
-    _time_killed_calls(tmp_path)
-    assert _read_times(tmp_path) == [[iso[0], "60", "killed"]]  # no checkpoint: the log's last write
+    write_times(tmp_path, [[iso[0], "", ""]])
+    time_killed_calls(tmp_path)
+    assert read_times(tmp_path) == [[iso[0], "60", "killed"]]  # no checkpoint: the log's last write
 
 
 def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
     from snakemake.utils import validate
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from run import _merge, plan
+    from boxseg.experiments import merge_config, plan
 
     full, quick = (yaml.safe_load((ROOT / f"experiments/{name}.yaml").read_text()) for name in ("experiments", "quick"))
     for config in (full, quick):  # plan() skips a dataset whose dir is missing: point them all at one that exists
@@ -149,7 +147,7 @@ def test_the_quick_experiment_set_is_the_full_set_at_a_smaller_budget(tmp_path):
         quick[k] for k in ("out_dir", "tables_dir", "figures_dir"))
     for run in plan(quick, ROOT):
         dataset_config = yaml.safe_load(run["configfile"].read_text())
-        config = _merge(_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), dataset_config), run["layer"])
+        config = merge_config(merge_config(yaml.safe_load((ROOT / "config.yaml").read_text()), dataset_config), run["layer"])
         validate(config, str(ROOT / "schemas/config.schema.yaml"))
         assert config["final_training"]["steps"] < dataset_config["final_training"]["steps"]
 

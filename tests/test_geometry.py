@@ -4,16 +4,18 @@ import SimpleITK as sitk
 
 from boxseg.boxes import (
     DRAWN_BOX_KEYS,
-    box_mask,
+    bounds_mask,
+    bounds_on_grid,
     box_records,
     boxes_from_label,
-    boxes_on_grid,
     face_margins,
+    lesion_id_map,
+    make_boxes,
     records_from_rows,
 )
 from boxseg.geometry import index_to_physical, physical_to_index, resample, roi_reference, to_original_grid
 from boxseg.io import array_like, same_grid
-from boxseg.preprocess import crop_roi, make_boxes, roi_box_mask
+from boxseg.preprocess import crop_roi
 from tests.conftest import sphere
 
 
@@ -66,8 +68,8 @@ class TestGeometry:
         records = box_records(boxes_from_label(lesion.astype(np.uint8), img.GetSpacing()[::-1], 2.0), img)
         centre = index_to_physical(img, np.array([[12.0, 20.0, 24.0]]))[0]
         roi = roi_reference(img, centre, (40, 40, 40), (1.0, 1.0, 1.0))
-        bounds = boxes_on_grid(records, img, roi)
-        on_roi = roi_box_mask(bounds, roi.GetSize()[::-1])
+        bounds = bounds_on_grid(records, img, roi)
+        on_roi = bounds_mask(bounds, roi.GetSize()[::-1])
         lesion_roi = sitk.GetArrayFromImage(resample(array_like(lesion.astype(np.uint8), img), roi, sitk.sitkNearestNeighbor))
         assert on_roi[lesion_roi > 0].all()
         extent_mm = (np.array(records[0]["index_hi"]) - records[0]["index_lo"] + 1) * img.GetSpacing()[::-1]
@@ -123,5 +125,5 @@ class TestBoxes:
         boxes = boxes_from_label(label, (1.0, 1.0, 1.0), 0.0)
         assert len(boxes) == 2 and boxes[0][0][2] == 20  # largest first
         records = box_records(boxes, img)
-        m = box_mask(records, img)
+        m = lesion_id_map(records, img)
         assert set(np.unique(m)) == {0, 1, 2} and (m == 1).sum() == 3 * 4 * 6

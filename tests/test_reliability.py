@@ -149,14 +149,15 @@ def test_sigterm_stops_a_job_with_one_line(tmp_path, capsys):
     ([1, 2, 1], "box 3 of 3: lesion 1 is already the id of box 1 of 3"),
 ])
 def test_box_table_lesion_ids_are_checked_per_case(lesions, problem):
-    from boxseg.boxes import _lesion_id, check_lesion_ids
+    from boxseg.boxes import check_lesion_ids
+    from boxseg.boxes.records import lesion_id
     from boxseg.io import CaseError
 
-    rows = [{"lesion": _lesion_id(v)} for v in lesions]
+    rows = [{"lesion": lesion_id(v)} for v in lesions]
     with pytest.raises(CaseError) as err:
         check_lesion_ids(rows, "c1", "boxes.tsv")
     assert str(err.value).startswith("case c1: boxes.tsv: ") and problem in str(err.value)
-    check_lesion_ids([{"lesion": _lesion_id(v)} for v in (1, "2", 255.0)], "c1", "boxes.tsv")  # whole numbers pass
+    check_lesion_ids([{"lesion": lesion_id(v)} for v in (1, "2", 255.0)], "c1", "boxes.tsv")  # whole numbers pass
 
 
 def test_a_dicom_series_missing_a_slice_is_refused_and_rounded_positions_are_not(tmp_path):

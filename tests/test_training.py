@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from boxseg.training import TrainSettings, load_model, predict_probability, train, weighted_cross_entropy
+from boxseg.losses import weighted_cross_entropy
+from boxseg.network import load_model, predict_probability
+from boxseg.training import TrainSettings, train
 from tests.conftest import sphere
 
 TINY = {"steps": 6, "batch_size": 2, "patch_size": (8, 16, 16), "features": (4, 8), "steps_per_epoch": 2, "checkpoint_every": 2, "seed": 3}
@@ -133,14 +135,14 @@ def test_sigterm_then_restart_gives_the_same_weights(tmp_path):
 
 
 def test_foreground_sampling_puts_a_lesion_voxel_in_every_patch():
-    from boxseg.training import _random_patch
+    from boxseg.training import random_patch
 
     rng = np.random.default_rng(0)
     image = np.zeros((40, 40, 40), np.float32)
     target = np.zeros((40, 40, 40), np.int64)
     target[30:32, 5:7, 33:35] = 1  # a tiny lesion in a corner
     foreground = np.argwhere(target > 0)
-    hits = [_random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 1.0)[1].any() for _ in range(50)]
+    hits = [random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 1.0)[1].any() for _ in range(50)]
     assert all(hits)
-    uniform = [_random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 0.0)[1].any() for _ in range(200)]
+    uniform = [random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 0.0)[1].any() for _ in range(200)]
     assert sum(uniform) < 100

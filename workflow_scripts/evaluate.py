@@ -1,5 +1,5 @@
-from boxseg.pipeline import evaluate_case
 from boxseg.report import overlay_figure
+from boxseg.steps.evaluate import evaluate_case
 from boxseg.workflow import run_step
 
 

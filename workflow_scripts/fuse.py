@@ -1,4 +1,4 @@
-from boxseg.pipeline import fuse_case
+from boxseg.steps.fuse import fuse_case
 from boxseg.workflow import run_step
 
 run_step(

@@ -1,4 +1,4 @@
-from boxseg.pipeline import predict_case
+from boxseg.steps.infer import predict_case
 from boxseg.workflow import run_step
 
 run_step(

@@ -1,4 +1,4 @@
-from boxseg.pipeline import label_quality
+from boxseg.steps.evaluate import label_quality
 from boxseg.workflow import run_step
 
 

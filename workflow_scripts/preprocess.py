@@ -1,4 +1,4 @@
-from boxseg.pipeline import preprocess_case
+from boxseg.steps.preprocess import preprocess_case
 from boxseg.workflow import run_step
 
 run_step(

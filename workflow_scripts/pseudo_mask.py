@@ -1,4 +1,4 @@
-from boxseg.pipeline import pseudo_mask_case
+from boxseg.steps.pseudo_mask import pseudo_mask_case
 from boxseg.workflow import run_step
 
 run_step(

@@ -1,4 +1,4 @@
-from boxseg.pipeline import scribbles_case
+from boxseg.steps.baselines import scribbles_case
 from boxseg.workflow import run_step
 
 run_step(

@@ -1,4 +1,4 @@
-from boxseg.pipeline import sdi_labels_case
+from boxseg.steps.baselines import sdi_labels_case
 from boxseg.workflow import run_step
 
 run_step(

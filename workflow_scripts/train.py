@@ -1,4 +1,4 @@
-from boxseg.pipeline import train_model
+from boxseg.steps.train import train_model
 from boxseg.workflow import run_step
 
 run_step(
@@ -7,6 +7,7 @@ run_step(
         s.input.training_set,
         s.output.model,
         s.output.loss,
+        method=s.params.method,
         settings=s.params.settings,
         threads=s.threads,
         device=s.params.device,

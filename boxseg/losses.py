@@ -1,0 +1,91 @@
+"""The training losses, by name: each method of the catalogue (``methods``) names one.
+
+WCE (group models, ``wce``):      L = -mean_voxels sum_c w_c y_c log p_c
+VWCE (the final model, ``vwce``): L = -mean_voxels V * sum_c w_c y_c log p_c
+with class weights w (``class_weights``, background 0.2 and lesion 1.0 by default) and V
+the voxel weight map of stage 2; with V = 1 they are the same. ``ccnn``: partial
+cross-entropy on scribbles plus the Constrained-CNN size penalty.
+
+A loss is a function ``(logits, batch, settings) -> scalar tensor``; ``batch`` holds the
+target and the per-voxel arrays the loss reads (``LOSS_INPUTS``). Adding a loss: a
+function here, its entry in ``LOSSES`` (and ``LOSS_INPUTS`` if it reads more than the
+target), a method naming it in ``methods`` and in the config schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from boxseg.training import TrainSettings
+
+IGNORE = 255
+
+
+def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
+    """(V)WCE: mean over voxels of V * w_target * -log p_target.
+
+    Voxels whose target is IGNORE (255) do not count: the mean is over labelled voxels.
+
+    Args:
+        logits: (B, 2, z, y, x).
+        target: (B, z, y, x) int64 labels.
+        class_weights: (background, lesion).
+        voxel_weight: (B, z, y, x) or None (V = 1, plain WCE).
+    """
+    weights = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    loss = torch.nn.functional.cross_entropy(logits, target, weight=weights, reduction="none", ignore_index=IGNORE)
+    if voxel_weight is not None:
+        loss = loss * voxel_weight
+    labelled = target != IGNORE
+    if bool(labelled.all()):
+        return loss.mean()
+    return loss.sum() / labelled.sum().clamp_min(1)
+
+
+def size_loss(logits, true_volume, tolerance: float):
+    """Constrained-CNN size penalty: relu((1 - t) V - S)^2 + relu(S - (1 + t) V)^2, S = sum p_lesion,
+    per patch, in units of the patch volume, averaged over the batch.
+
+    Args:
+        logits: (B, 2, z, y, x).
+        true_volume: (B,) true lesion voxels in each patch.
+    """
+    n = float(np.prod(logits.shape[2:]))
+    predicted = torch.softmax(logits, dim=1)[:, 1].flatten(1).sum(1)
+    low, high = (1.0 - tolerance) * true_volume, (1.0 + tolerance) * true_volume
+    penalty = torch.relu(low - predicted) ** 2 + torch.relu(predicted - high) ** 2
+    return (penalty / (n * n)).mean()
+
+
+def _wce(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
+    return weighted_cross_entropy(logits, batch["target"], settings.class_weights)
+
+
+def _vwce(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
+    return weighted_cross_entropy(logits, batch["target"], settings.class_weights, batch["weight"])
+
+
+def _ccnn(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
+    """Partial cross-entropy on the scribbles, plus the size penalty on the true lesion volume
+    of each patch (the Constrained-CNN baseline's protocol gives it that volume)."""
+    volume = batch["size"].flatten(1).sum(1)
+    partial = weighted_cross_entropy(logits, batch["target"], settings.class_weights)
+    return partial + settings.size_loss_weight * size_loss(logits, volume, settings.size_tolerance)
+
+
+LossFunction = Callable[[torch.Tensor, dict, "TrainSettings"], torch.Tensor]
+LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn}
+# The per-case arrays a loss reads besides the image and the target (columns of a training set).
+LOSS_INPUTS: dict[str, tuple[str, ...]] = {"vwce": ("weight",), "ccnn": ("size",)}
+
+
+def loss_function(name: str) -> LossFunction:
+    """The loss called ``name`` (``LOSSES``)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}: one of {sorted(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,95 @@
+"""The network: a MONAI UNet (3D, or 2D on axial slices), its file, and inference.
+
+``save_model`` writes the weights with what rebuilds the network (features, patch size,
+spatial dimensions); ``load_model`` reads them with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from boxseg.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from boxseg.training import TrainSettings
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` through ``atomic_write``: the file appears only when it is complete."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def build_unet(features: Sequence[int], spatial_dims: int = 3) -> torch.nn.Module:
+    """A 3D (or 2D) UNet (MONAI) with one input channel and two output classes."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=1,
+        out_channels=2,
+        channels=tuple(features),
+        strides=(2,) * (len(features) - 1),
+        num_res_units=1,
+        norm="instance",
+    )
+
+
+def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save(
+        {"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims},
+        Path(path),
+    )
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size).
+
+    Raises:
+        ValueError: the file is not such a model (naming the file and why).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
+        model.load_state_dict(state["state_dict"])
+        patch_size = tuple(state["patch_size"])
+    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ValueError(f"{path}: not a model written by boxseg ({type(err).__name__}: {why})") from None
+    return model.to(device).eval(), patch_size
+
+
+def predict_probability(model: torch.nn.Module, image: np.ndarray, patch_size: Sequence[int], device: torch.device | str = "cpu",
+                        overlap: float = 0.5, flip_tta: bool = False) -> np.ndarray:
+    """Lesion probability (z, y, x) by Gaussian-weighted sliding-window inference (MONAI).
+
+    With ``flip_tta`` the probabilities of the image and of its flips along each
+    axis (the training augmentation) are averaged.
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.asarray(image, np.float32)[None, None]).to(device)
+    two_d = len(patch_size) == 3 and patch_size[0] == 1 and _is_2d(model)
+    if two_d:  # axial slices as a batch of 2D images
+        x, patch_size = x[0].permute(1, 0, 2, 3), tuple(patch_size[1:])
+    flips = [()] + ([(d,) for d in range(2, x.dim())] if flip_tta else [])
+    prob = 0.0
+    with torch.no_grad():
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(xi, tuple(patch_size), 4, model, overlap=overlap, mode="gaussian")
+            p = torch.softmax(logits, dim=1)
+            prob = prob + (torch.flip(p, dims) if dims else p)
+    prob = prob / len(flips)
+    lesion = prob[:, 1] if two_d else prob[0, 1]
+    return lesion.cpu().numpy().astype(np.float32)
+
+
+def _is_2d(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

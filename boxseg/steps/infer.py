@@ -1,0 +1,41 @@
+"""Inference step: a final model's mask of a case on its original grid, post-processed."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from boxseg.boxes import read_boxes
+from boxseg.io import CaseError, array_like, read_array, read_image, write_image
+from boxseg.postprocess import postprocess_mask
+
+log = logging.getLogger("boxseg")
+
+
+def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str | os.PathLike, model_path: str | os.PathLike,
+                 boxes_json: str | os.PathLike, out_probability: str | os.PathLike, out_raw: str | os.PathLike, out_mask: str | os.PathLike,
+                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto") -> None:
+    """Final inference: ROI probability, mapped back to the original grid and thresholded
+    (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``)."""
+    from boxseg.device import configure_torch, select_device
+    from boxseg.geometry import to_original_grid
+    from boxseg.network import load_model, predict_probability
+
+    configure_torch(threads)
+    dev = select_device(device)
+    image, roi = read_array(roi_image_path, case)
+    original = read_image(image_path, case)
+    boxes = read_boxes(boxes_json, case)
+    try:
+        model, patch = load_model(model_path, dev)
+    except ValueError as err:
+        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
+    prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
+    raw = to_original_grid(prob_roi, original) > 0.5
+    mask = postprocess_mask(raw, boxes, original, postprocess)
+    log.info("case %s: %d voxels, %d after %s (boxes from %s)", case, int(raw.sum()), int(mask.sum()), postprocess, boxes["source"])
+    write_image(prob_roi, out_probability)
+    write_image(array_like(raw.astype(np.uint8), original), out_raw)
+    write_image(array_like(mask.astype(np.uint8), original), out_mask)
