@@ -4,7 +4,8 @@ WCE (group models, ``wce``):      L = -mean_voxels sum_c w_c y_c log p_c
 VWCE (the final model, ``vwce``): L = -mean_voxels V * sum_c w_c y_c log p_c
 with class weights w (``class_weights``, background 0.2 and lesion 1.0 by default) and V
 the voxel weight map of stage 2; with V = 1 they are the same. ``ccnn``: partial
-cross-entropy on scribbles plus the Constrained-CNN size penalty.
+cross-entropy on scribbles plus the Constrained-CNN size penalty. ``dice_ce``: soft Dice
+plus cross-entropy (MONAI ``DiceCELoss``), a choice for the fully supervised model.
 
 A loss is a function ``(logits, batch, settings) -> scalar tensor``; ``batch`` holds the
 target and the per-voxel arrays the loss reads (``LOSS_INPUTS``). Adding a loss: a
@@ -78,8 +79,18 @@ def _ccnn(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.T
     return partial + settings.size_loss_weight * size_loss(logits, volume, settings.size_tolerance)
 
 
+def _dice_ce(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
+    """Soft Dice of the lesion over the whole batch plus unweighted cross-entropy (MONAI
+    ``DiceCELoss``, nnU-Net's loss); ``class_weights`` are not used, and targets must be
+    fully labelled (no IGNORE)."""
+    from monai.losses import DiceCELoss
+
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    return loss(logits.float(), batch["target"].unsqueeze(1))
+
+
 LossFunction = Callable[[torch.Tensor, dict, "TrainSettings"], torch.Tensor]
-LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn}
+LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn, "dice_ce": _dice_ce}
 # The per-case arrays a loss reads besides the image and the target (columns of a training set).
 LOSS_INPUTS: dict[str, tuple[str, ...]] = {"vwce": ("weight",), "ccnn": ("size",)}
 

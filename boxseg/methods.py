@@ -71,6 +71,8 @@ CATALOGUE: dict[str, Method] = {
         Method("weak_fm_vwce", "fusion masks and weight maps with VWCE (the paper's method)",
                {"target": "fusion_mask", "weight": "fusion_weight"}, "vwce", needs_groups=True, from_boxes=True),
         Method("full", "the true masks with WCE: the fully supervised reference", {"target": "label"}, "wce", needs_labels=True),
+        Method("full_dice_ce", "the true masks with Dice + CE (MONAI DiceCELoss)", {"target": "label"}, "dice_ce",
+               needs_labels=True),
         Method("ccnn", "Constrained-CNN baseline: scribbles (partial CE) and the true lesion volume (size loss)",
                {"target": "scribbles", "size": "label"}, "ccnn", needs_labels=True,
                settings_from={"size_loss_weight": "baselines.ccnn.size_loss_weight",

@@ -146,3 +146,16 @@ def test_foreground_sampling_puts_a_lesion_voxel_in_every_patch():
     assert all(hits)
     uniform = [random_patch(rng, [image, target], (12, 12, 12), 0.0, foreground, 0.0)[1].any() for _ in range(200)]
     assert sum(uniform) < 100
+
+
+def test_dice_ce_is_dice_plus_cross_entropy():
+    """The ``dice_ce`` loss: 1 - soft Dice of the lesion over the batch, plus plain cross-entropy."""
+    from boxseg.losses import loss_function
+
+    logits = torch.randn(2, 2, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    target = (torch.rand(2, 4, 5, 6, generator=torch.Generator().manual_seed(1)) > 0.7).long()
+    p = torch.softmax(logits, 1)[:, 1]
+    dice = (2 * (p * target).sum() + 1e-5) / (p.sum() + target.sum() + 1e-5)
+    expected = 1 - dice + torch.nn.functional.cross_entropy(logits, target)
+    value = loss_function("dice_ce")(logits, {"target": target}, TrainSettings())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
