@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from boxseg.crf_params import CRFParams
-    from boxseg.training import TrainSettings
+    from boxseg.train_settings import TrainSettings
 
 
 def scribbles_from_label(lesion: np.ndarray, spacing_mm: Sequence[float], erosion_mm: float = 3.0) -> np.ndarray:

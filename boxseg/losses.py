@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from boxseg.training import TrainSettings
+    from boxseg.train_settings import TrainSettings
 
 IGNORE = 255
 

@@ -1,7 +1,7 @@
-"""The network: a MONAI UNet (3D, or 2D on axial slices), its file, and inference.
+"""The network: a MONAI UNet or DynUNet (3D, or 2D on axial slices), its file, and inference.
 
-``save_model`` writes the weights with what rebuilds the network (features, patch size,
-spatial dimensions); ``load_model`` reads them with ``weights_only=True``.
+``save_model`` writes the weights with what rebuilds the network (its name, features,
+patch size, spatial dimensions), so ``load_model`` (``weights_only=True``) needs no config.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from boxseg.atomic import atomic_write
 
 if TYPE_CHECKING:
-    from boxseg.training import TrainSettings
+    from boxseg.train_settings import TrainSettings
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -40,12 +40,41 @@ def build_unet(features: Sequence[int], spatial_dims: int = 3) -> torch.nn.Modul
     )
 
 
-def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save(
-        {"state_dict": state, "features": list(settings.features), "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims},
-        Path(path),
+def build_dynunet(features: Sequence[int], spatial_dims: int = 3) -> torch.nn.Module:
+    """A 3D (or 2D) DynUNet (MONAI; nnU-Net's layout): per stage two 3x3(x3) convolutions
+    with instance norm and leaky ReLU, stride-2 downsampling after the first stage,
+    transposed-convolution upsampling; one input channel, two output classes."""
+    from monai.networks.nets import DynUNet
+
+    levels = len(features)
+    return DynUNet(
+        spatial_dims=spatial_dims,
+        in_channels=1,
+        out_channels=2,
+        kernel_size=[3] * levels,
+        strides=[1] + [2] * (levels - 1),
+        upsample_kernel_size=[2] * (levels - 1),
+        filters=list(features),
+        norm_name="instance",
+        res_block=False,
     )
+
+
+NETWORK_BUILDERS = {"unet": build_unet, "dynunet": build_dynunet}
+
+
+def build_network(name: str, features: Sequence[int], spatial_dims: int = 3) -> torch.nn.Module:
+    """The network called ``name`` (``train_settings.NETWORKS``)."""
+    if name not in NETWORK_BUILDERS:
+        raise ValueError(f"unknown network {name!r}: one of {sorted(NETWORK_BUILDERS)}")
+    return NETWORK_BUILDERS[name](features, spatial_dims)
+
+
+def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike) -> None:
+    """The weights (on CPU) and what rebuilds the network, written atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "network": settings.network, "features": list(settings.features),
+                       "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims}, Path(path))
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -56,7 +85,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_unet(state["features"], int(state.get("spatial_dims", 3)))
+        model = build_network(str(state.get("network", "unet")), state["features"], int(state.get("spatial_dims", 3)))
         model.load_state_dict(state["state_dict"])
         patch_size = tuple(state["patch_size"])
     except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)

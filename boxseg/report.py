@@ -134,16 +134,29 @@ def loss_figure(
 
 
 def _loss_plot(curves: Iterable[tuple[str | os.PathLike, str, dict]], out_png: str | os.PathLike) -> None:
-    """Loss logs (path, label, plot style) on one log-scale axis."""
+    """Loss logs (path, label, plot style) on one log-scale axis; where a log holds the DSC on
+    held-out training cases (``val_dsc``), a second panel beside it shows that DSC (solid)
+    and the DSC on as many training cases (dashed)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for path, label, style in curves:
-        t = pd.read_csv(path, sep="\t")
+    tables = [(pd.read_csv(path, sep="\t"), label, style) for path, label, style in curves]
+    validated = [(t.dropna(subset=["val_dsc"]), label, style) for t, label, style in tables if "val_dsc" in t]
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(12 if validated else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    for t, label, style in tables:
         ax.plot(t["step"], t["loss"], label=label, **style)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean per epoch)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
+    if validated:
+        dsc = axes[0][1]
+        for t, label, style in validated:
+            line = dsc.plot(t["step"], t["val_dsc"], marker="o", label=f"{label}: held-out cases", **style)[0]
+            dsc.plot(t["step"], t["train_dsc"], linestyle="--", color=line.get_color(), label=f"{label}: training cases")
+        dsc.set_xlabel("step")
+        dsc.set_ylabel("DSC against the model's own targets")
+        dsc.set_ylim(0, 1)
+        dsc.legend(fontsize=7)
     _savefig(fig, out_png)
 
 

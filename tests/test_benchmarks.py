@@ -119,3 +119,33 @@ def test_fusion_sweep_default_thresholds_are_the_runs_and_the_class_weight_point
     assert default_thresholds(config) == [0.5]
     assert default_thresholds({"group_training": {"class_weights": [0.25, 1.0]}}) == [0.5, 0.8]
     assert default_thresholds({"group_training": {"class_weights": [0.0, 1.0]}}) == [0.5]
+
+
+def test_recipe_bench_scores_each_variant_on_held_out_training_cases(tmp_path, capsys):
+    """Variants train on a run's training cases with some held out; the test case is never read."""
+    import SimpleITK as sitk
+
+    from boxseg import layout
+    from tests.conftest import sphere
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        case = f"case_{i:05d}"
+        lesion = sphere((16, 16, 16), (8, 8, 6 + i), 4.0)
+        for template, array in ((layout.ROI_IMAGE, (0.3 + 0.4 * lesion + rng.normal(0, 0.03, lesion.shape)).astype(np.float32)),
+                                (layout.ROI_LABEL, lesion.astype(np.uint8))):
+            path = layout.path(template, tmp_path, case=case)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+        rows.append({"case": case, "split": "test" if i == 3 else "train"})
+    pd.DataFrame(rows).to_csv(layout.path(layout.CASES, tmp_path), sep="\t", index=False)
+    layout.path(layout.ROI_IMAGE, tmp_path, case="case_00003").unlink()  # a test case is never read
+    bench = _load("recipe_bench")
+    out = tmp_path / "recipe.tsv"
+    bench.main([str(tmp_path), "--config", str(ROOT / "tests" / "tiny_config.yaml"), "--steps", "8", "--validation", "1",
+                "--threads", "1", "--out", str(out), "--variant", "base", "--variant", "dice:loss=dice_ce,lr_schedule=cosine"])
+    table = pd.read_csv(out, sep="\t")
+    assert list(table["variant"]) == ["base", "dice"] and list(table["loss"]) == ["wce", "dice_ce"]
+    assert table["val_dsc"].between(0, 1).all() and (table["s_per_step"] > 0).all()
+    assert "3 training cases, 1 held out" in capsys.readouterr().out

@@ -135,7 +135,7 @@ def test_sigterm_then_restart_gives_the_same_weights(tmp_path):
 
 
 def test_foreground_sampling_puts_a_lesion_voxel_in_every_patch():
-    from boxseg.training import random_patch
+    from boxseg.sampling import random_patch
 
     rng = np.random.default_rng(0)
     image = np.zeros((40, 40, 40), np.float32)

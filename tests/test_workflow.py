@@ -46,6 +46,16 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.integration
 class TestTinyWorkflow:
+    def test_final_models_validate_on_held_out_training_cases_only(self, tiny_run):
+        cases = pd.read_csv(tiny_run / "results/cases.tsv", sep="\t")
+        train = set(cases.loc[cases["split"] == "train", "case"])
+        for method in ("weak", "full"):
+            table = pd.read_csv(tiny_run / f"results/models/{method}/training_set.tsv", sep="\t")
+            assert {Path(p).parent.name for p in table["image"]} == train  # results/roi/{case}/image.nii.gz
+            log = pd.read_csv(tiny_run / f"results/models/{method}/loss.tsv", sep="\t")
+            scored = log.dropna(subset=["val_dsc"])
+            assert list(scored["step"]) == [8, 12] and scored["val_dsc"].between(0, 1).all()
+
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
         assert metrics["case"].tolist() == ["case_00004"] * 8
@@ -253,19 +263,21 @@ def test_data_copied_anew_reruns_only_what_changed(tmp_path):
 
 @pytest.mark.parametrize(
     "config_name, folders, image, label, n_test",
-    [("kits19.yaml", [f"case_{i:05d}" for i in range(60)], "imaging.nii.gz", "segmentation.nii.gz", 15),
-     ("ibsi.yaml", [f"STS_{i:03d}" for i in (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 15, 18, 19, 22, 23, 24, 25, 26)],
-      "CT_image.nii.gz", "CT_mask.nii.gz", 6)],
+    [(["kits19.yaml"], [f"case_{i:05d}" for i in range(60)], "imaging.nii.gz", "segmentation.nii.gz", 15),
+     (["ibsi.yaml"], [f"STS_{i:03d}" for i in (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 15, 18, 19, 22, 23, 24, 25, 26)],
+      "CT_image.nii.gz", "CT_mask.nii.gz", 6),
+     (["kits19.yaml", "gpu.yaml"], [f"case_{i:05d}" for i in range(60)], "imaging.nii.gz", "segmentation.nii.gz", 15)],
 )
 def test_documented_configs_plan_weak_and_full(tmp_path, config_name, folders, image, label, n_test):
-    """configs/*.yaml validate, find their layout's files and plan both methods (dry run on placeholders)."""
+    """configs/*.yaml (the GPU budget layered on a dataset's) validate, find their layout's files and plan
+    both methods (dry run on placeholders)."""
     data = tmp_path / "data"
     for folder in folders:
         (data / folder).mkdir(parents=True)
         (data / folder / image).touch()
         (data / folder / label).touch()
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    out = _run(["--cores", "2", "-n", "--configfile", str(ROOT / "configs" / config_name),
+    out = _run(["--cores", "2", "-n", "--configfile", *(str(ROOT / "configs" / name) for name in config_name),
                 "--config", f"dataset_dir={data}"], tmp_path).stdout
     counts = _job_counts(out)
     n_train = len(folders) - n_test
