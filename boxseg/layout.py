@@ -21,6 +21,7 @@ BOXES = "results/boxes/{case}.json"
 ROI_IMAGE = "results/roi/{case}/image.nii.gz"
 ROI_LABEL = "results/roi/{case}/label.nii.gz"
 ROI_GEOMETRY = "results/roi/{case}/geometry.json"
+ROI_BOX_MAP = "results/roi/{case}/boxes.nii.gz"
 
 # Stage 1 and stage 2
 PSEUDO_MASK = "results/pseudomasks/{case}.nii.gz"
@@ -68,6 +69,7 @@ TRAINING_FILES = {
     "scribbles": SCRIBBLES,
     "sdi_labels": SDI_LABELS,
     "sdi_boxes": SDI_BOXES,
+    "box_map": ROI_BOX_MAP,
 }
 
 

@@ -6,6 +6,8 @@ with class weights w (``class_weights``, background 0.2 and lesion 1.0 by defaul
 the voxel weight map of stage 2; with V = 1 they are the same. ``ccnn``: partial
 cross-entropy on scribbles plus the Constrained-CNN size penalty. ``dice_ce``: soft Dice
 plus cross-entropy (MONAI ``DiceCELoss``), a choice for the fully supervised model.
+``box_wce`` / ``box_vwce``: WCE / VWCE with the box's own constraints (emptiness,
+tightness, size; ``boxes.constraints``).
 
 A loss is a function ``(logits, batch, settings) -> scalar tensor``; ``batch`` holds the
 target and the per-voxel arrays the loss reads (``LOSS_INPUTS``). Adding a loss: a
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 IGNORE = 255
 
 
-def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weights: tuple[float, float],
+                           voxel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """(V)WCE: mean over voxels of V * w_target * -log p_target.
 
     Voxels whose target is IGNORE (255) do not count: the mean is over labelled voxels.
@@ -48,7 +51,7 @@ def weighted_cross_entropy(logits, target, class_weights, voxel_weight=None):
     return loss.sum() / labelled.sum().clamp_min(1)
 
 
-def size_loss(logits, true_volume, tolerance: float):
+def size_loss(logits: torch.Tensor, true_volume: torch.Tensor, tolerance: float) -> torch.Tensor:
     """Constrained-CNN size penalty: relu((1 - t) V - S)^2 + relu(S - (1 + t) V)^2, S = sum p_lesion,
     per patch, in units of the patch volume, averaged over the batch.
 
@@ -89,10 +92,30 @@ def _dice_ce(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torc
     return loss(logits.float(), batch["target"].unsqueeze(1))
 
 
+def _box(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
+    """(V)WCE with the box's constraints (``boxes.constraints``): background outside every box
+    at full weight (``empty_weight``), every line through a box crossing the lesion
+    (``tightness_weight``) and the lesion filling a band of its box (``box_size_weight``)."""
+    from boxseg.boxes.constraints import emptiness_weight, size_penalty, tightness_penalty
+
+    target, box_map = batch["target"], batch["box_map"]
+    weights = emptiness_weight(batch.get("weight"), box_map, target, settings.class_weights, settings.empty_weight)
+    ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE)
+    loss = (ce * weights).mean()
+    p = torch.softmax(logits.float(), dim=1)[:, 1]
+    if settings.tightness_weight:
+        loss = loss + settings.tightness_weight * tightness_penalty(p, box_map, settings.tightness_alpha)
+    if settings.box_size_weight:
+        loss = loss + settings.box_size_weight * size_penalty(p, box_map, settings.box_size_band)
+    return loss
+
+
 LossFunction = Callable[[torch.Tensor, dict, "TrainSettings"], torch.Tensor]
-LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn, "dice_ce": _dice_ce}
+LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn, "dice_ce": _dice_ce, "box_wce": _box,
+                                   "box_vwce": _box}
 # The per-case arrays a loss reads besides the image and the target (columns of a training set).
-LOSS_INPUTS: dict[str, tuple[str, ...]] = {"vwce": ("weight",), "ccnn": ("size",)}
+LOSS_INPUTS: dict[str, tuple[str, ...]] = {"vwce": ("weight",), "ccnn": ("size",), "box_wce": ("box_map",),
+                                           "box_vwce": ("weight", "box_map")}
 
 
 def loss_function(name: str) -> LossFunction:

@@ -63,6 +63,11 @@ class Method:
             raise ValueError(f"method {self.name}: inputs {sorted(self.inputs)} do not match loss {self.loss!r}")
 
 
+# The box losses' terms (config.yaml ``box_losses``) -> training settings.
+BOX_LOSS_SETTINGS = {"empty_weight": "box_losses.empty_weight", "tightness_weight": "box_losses.tightness_weight",
+                     "tightness_alpha": "box_losses.tightness_alpha", "box_size_weight": "box_losses.size_weight",
+                     "box_size_band": "box_losses.size_band"}
+
 CATALOGUE: dict[str, Method] = {
     m.name: m
     for m in (
@@ -70,6 +75,11 @@ CATALOGUE: dict[str, Method] = {
         Method("weak_fm_wce", "fusion masks with WCE", {"target": "fusion_mask"}, "wce", needs_groups=True, from_boxes=True),
         Method("weak_fm_vwce", "fusion masks and weight maps with VWCE (the paper's method)",
                {"target": "fusion_mask", "weight": "fusion_weight"}, "vwce", needs_groups=True, from_boxes=True),
+        Method("weak_box", "fusion masks, weight maps and the boxes' own constraints (emptiness, tightness, size)",
+               {"target": "fusion_mask", "weight": "fusion_weight", "box_map": "box_map"}, "box_vwce", needs_groups=True,
+               from_boxes=True, settings_from=BOX_LOSS_SETTINGS),
+        Method("weak_pm_box", "pseudo-masks and the boxes' own constraints (K = 0)", {"target": "pseudo_mask", "box_map": "box_map"},
+               "box_wce", from_boxes=True, settings_from=BOX_LOSS_SETTINGS),
         Method("full", "the true masks with WCE: the fully supervised reference", {"target": "label"}, "wce", needs_labels=True),
         Method("full_dice_ce", "the true masks with Dice + CE (MONAI DiceCELoss)", {"target": "label"}, "dice_ce",
                needs_labels=True),

@@ -53,6 +53,11 @@ class TrainSettings:
             against their targets, beside the DSC on as many training cases (``train_dsc``,
             ``val_dsc`` columns of the loss log). 0: none held out.
         validate_every: steps between validations (rounded up to whole epochs; 0: only at the end).
+        empty_weight, tightness_weight, tightness_alpha, box_size_weight, box_size_band: the box
+            losses' terms (``losses``: ``box_wce``, ``box_vwce``; ``boxes.constraints``):
+            outside-the-boxes background weight (times the largest inside weight), the weight
+            of the line constraint and its smooth maximum's alpha, the weight of the size
+            band and the band as fractions of the box's volume.
 
     Targets may hold IGNORE (255) where a voxel is unlabelled: the cross-entropy is then the
     mean over labelled voxels (partial cross-entropy).
@@ -84,11 +89,17 @@ class TrainSettings:
     mixed_precision: bool = False
     validation_cases: int = 0
     validate_every: int = 0
+    empty_weight: float = 1.0
+    tightness_weight: float = 0.0
+    tightness_alpha: float = 4.0
+    box_size_weight: float = 0.0
+    box_size_band: tuple = (0.2, 0.8)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
         object.__setattr__(self, "features", tuple(int(v) for v in self.features))
         object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))
+        object.__setattr__(self, "box_size_band", tuple(float(v) for v in self.box_size_band))
         if self.steps < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or len(self.features) < 2:
             raise ValueError("steps and batch_size must be >= 1, patch_size 3 values, features >= 2 levels")
         if self.spatial_dims not in (2, 3) or (self.spatial_dims == 2 and self.patch_size[0] != 1):
@@ -100,6 +111,9 @@ class TrainSettings:
             raise ValueError(f"network must be one of {list(NETWORKS)} and lr_schedule one of {list(LR_SCHEDULES)}")
         if not 0 <= self.ema_decay < 1 or min(self.rotate_deg, self.scale_range, self.gamma_range, self.noise_std) < 0:
             raise ValueError("ema_decay must lie in [0, 1) and the augmentation ranges be >= 0")
+        low, high = self.box_size_band
+        if not 0 <= low <= high <= 1 or min(self.empty_weight, self.tightness_weight, self.box_size_weight) < 0:
+            raise ValueError("box_size_band must be 0 <= low <= high <= 1 and the box loss weights >= 0")
         if self.validation_cases < 0 or self.validate_every < 0:
             raise ValueError("validation_cases and validate_every must be >= 0")
 

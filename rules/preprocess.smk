@@ -27,3 +27,19 @@ rule preprocess:
         organ_values=ORGAN,
     script:
         "../workflow_scripts/preprocess.py"
+
+
+rule box_map:
+    """A training case's boxes on its ROI grid (lesion ids), for the box losses."""
+    input:
+        image=L.ROI_IMAGE,
+        boxes=L.BOXES,
+        geometry=L.ROI_GEOMETRY,
+    output:
+        L.ROI_BOX_MAP,
+    log:
+        "logs/box_map/{case}.log",
+    conda:
+        "../envs/boxseg.yaml"
+    script:
+        "../workflow_scripts/box_map.py"

@@ -284,3 +284,22 @@ def test_documented_configs_plan_weak_and_full(tmp_path, config_name, folders, i
     assert counts["preprocess"] == len(folders) and counts["pseudo_mask"] == counts["fuse"] == n_train
     assert counts["train_group"] == 3 and counts["train_final"] == 2  # weak and full
     assert counts["infer"] == counts["evaluate"] == 2 * n_test
+
+
+@pytest.mark.integration
+def test_the_box_loss_methods_run_end_to_end(tmp_path):
+    """weak_box (fusion masks, V and the boxes' constraints) and weak_pm_box (pseudo-masks, K = 0
+    recipe with them) train on the boxes' maps on the ROI grid and predict, in a tiny run."""
+    shutil.copy(ROOT / "tests" / "tiny_config.yaml", tmp_path / "config.yaml")
+    _run(["--configfile", "config.yaml", "--cores", "2", "--resources", "gpu=1",
+          "--config", 'methods=["weak_box","weak_pm_box"]'], tmp_path)
+    metrics = pd.read_csv(tmp_path / "results/metrics.tsv", sep="\t")
+    assert sorted(set(metrics["method"])) == ["weak_box", "weak_pm_box"] and metrics["dsc"].between(0, 1).all()
+    for method in ("weak_box", "weak_pm_box"):
+        table = pd.read_csv(tmp_path / f"results/models/{method}/training_set.tsv", sep="\t")
+        expected = ["image", "target", "weight", "box_map"] if method == "weak_box" else ["image", "target", "box_map"]
+        assert [c for c in table.columns if not c.endswith("_sha256")] == expected
+        assert all(p.endswith("boxes.nii.gz") for p in table["box_map"])
+    box_map = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "results/roi/case_00000/boxes.nii.gz")))
+    boxes = json.loads((tmp_path / "results/boxes/case_00000.json").read_text())["boxes"]
+    assert set(np.unique(box_map)) == {0} | {b["lesion"] for b in boxes}

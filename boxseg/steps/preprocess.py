@@ -103,3 +103,20 @@ def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, source: str
     if roi_label is None:
         roi_label = array_like(np.zeros(roi_image.GetSize()[::-1], np.uint8), roi_image)
     return roi_image, roi_label, geometry
+
+
+def box_map_case(case: str, roi_image_path: Path, boxes_json: Path, geometry_json: Path, out_map: Path) -> None:
+    """A training case's boxes on its ROI grid as a uint8 map of lesion ids (0 outside every
+    box; where boxes overlap, the first), for the losses that use the boxes' constraints."""
+    from boxseg.boxes import bounds_mask, read_boxes, roi_bounds
+    from boxseg.io import read_array, read_json
+
+    _, roi = read_array(roi_image_path, case)
+    shape = roi.GetSize()[::-1]
+    kept = roi_bounds(read_boxes(boxes_json, case)["boxes"], read_json(geometry_json), roi)
+    if not kept:
+        raise CaseError(case, boxes_json, "no box overlaps the region of interest")
+    ids = np.zeros(shape, np.uint8)
+    for bounds, record in kept:
+        ids[bounds_mask([bounds], shape) & (ids == 0)] = int(record["lesion"])
+    write_image(array_like(ids, roi), out_map)

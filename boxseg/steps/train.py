@@ -27,6 +27,7 @@ def _read_target(path: str) -> np.ndarray:
 _READERS = {
     "weight": lambda path: read_array(path)[0],
     "size": lambda path: read_array(path, dtype=np.uint8)[0] > 0,
+    "box_map": lambda path: read_array(path, dtype=np.uint8)[0],
 }
 
 

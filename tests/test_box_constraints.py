@@ -1,0 +1,83 @@
+"""The box's own constraints (#49): emptiness, tightness and size, as penalties on a prediction."""
+
+import numpy as np
+import pytest
+import torch
+
+from boxseg.boxes.constraints import emptiness_weight, size_penalty, smooth_max, tightness_penalty
+from boxseg.losses import loss_function
+from boxseg.training import TrainSettings
+
+
+def _box_map(shape=(1, 12, 12, 12), lo=(3, 3, 3), hi=(8, 9, 7), lesion=1):
+    box_map = torch.zeros(shape)
+    box_map[0, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = lesion
+    return box_map
+
+
+def test_smooth_max_lies_between_mean_and_max():
+    p = torch.tensor([[0.1, 0.2, 0.9]])
+    mask = torch.ones_like(p)
+    assert smooth_max(p, mask, 1, 0.0).item() == pytest.approx(0.4)
+    assert 0.4 < smooth_max(p, mask, 1, 4.0).item() < 0.9 and smooth_max(p, mask, 1, 200.0).item() == pytest.approx(0.9, abs=1e-3)
+
+
+def test_tightness_is_low_when_every_line_crosses_the_lesion():
+    box_map = _box_map()
+    inside = box_map[0] > 0
+    crosses = torch.zeros_like(box_map)
+    crosses[0, 5, 3:9, 3:7] = 1.0  # a slab through the box: every z-line crosses it, y- and x-lines only at z = 5
+    full = torch.where(inside, 1.0, 0.0)[None]
+    empty = torch.zeros_like(box_map)
+    assert tightness_penalty(full, box_map).item() == pytest.approx(0.0, abs=1e-4)
+    assert tightness_penalty(empty, box_map).item() > 10  # -log(1e-6)
+    assert tightness_penalty(full, box_map) < tightness_penalty(crosses, box_map) < tightness_penalty(empty, box_map)
+
+
+def test_a_box_cut_by_the_patch_gives_no_lines_along_the_cut_axis():
+    box_map = _box_map(lo=(0, 3, 3), hi=(12, 9, 7))  # whole along y and x, cut along z
+    p = torch.zeros_like(box_map)
+    p[0, :, 5, 4] = 1.0  # one z-line holds the lesion: y- and x-lines through every z cross it ... not all
+    value = tightness_penalty(p, box_map)
+    only_z = _box_map(lo=(0, 3, 3), hi=(12, 9, 7))
+    assert value.item() > 0 and torch.isfinite(value)
+    assert size_penalty(p, only_z, (0.2, 0.8)).item() == 0.0  # a cut box has no size term
+
+
+def test_size_band():
+    box_map = _box_map()
+    inside = (box_map[0] > 0).float()
+    volume = inside.sum()
+    half = inside * 0.5
+    assert size_penalty(half[None], box_map, (0.2, 0.8)).item() == 0.0
+    low = size_penalty((inside * 0.05)[None], box_map, (0.2, 0.8)).item()
+    assert low == pytest.approx(((0.2 - 0.05) * volume / volume).item() ** 2, rel=1e-5)
+    assert size_penalty(inside[None], box_map, (0.2, 0.8)).item() == pytest.approx(0.2**2, rel=1e-5)
+
+
+def test_outside_the_boxes_background_weighs_the_most():
+    box_map = _box_map()
+    target = (box_map > 0).long()
+    v = torch.rand(box_map.shape) * 3 + 1
+    w = emptiness_weight(v, box_map, target, (0.2, 1.0), 1.0)
+    outside = box_map == 0
+    assert torch.allclose(w[outside], torch.full_like(w[outside], float(v.max())))
+    assert torch.allclose(w[~outside], v[~outside] * 1.0)  # inside: the lesion's class weight times V
+
+
+def test_the_box_loss_adds_its_terms_to_vwce():
+    torch.manual_seed(0)
+    box_map = _box_map(shape=(2, 12, 12, 12))
+    logits = torch.randn(2, 2, 12, 12, 12)
+    target = (box_map > 0).long()
+    weight = torch.ones(box_map.shape)
+    batch = {"target": target, "weight": weight, "box_map": box_map}
+    plain = loss_function("box_vwce")(logits, batch, TrainSettings(class_weights=(1.0, 1.0)))
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none").mean()
+    assert plain.item() == pytest.approx(ce.item(), rel=1e-5)  # no terms, unit weights: plain CE
+    settings = TrainSettings(class_weights=(1.0, 1.0), tightness_weight=0.5, box_size_weight=2.0)
+    full = loss_function("box_vwce")(logits, batch, settings)
+    p = torch.softmax(logits, 1)[:, 1]
+    expected = ce + 0.5 * tightness_penalty(p, box_map) + 2.0 * size_penalty(p, box_map, (0.2, 0.8))
+    assert full.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert np.isfinite(full.item())
