@@ -70,11 +70,34 @@ def build_network(name: str, features: Sequence[int], spatial_dims: int = 3) -> 
     return NETWORK_BUILDERS[name](features, spatial_dims)
 
 
-def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike) -> None:
-    """The weights (on CPU) and what rebuilds the network, written atomically."""
+def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike, preprocessing: dict | None = None) -> None:
+    """The weights (on CPU), what rebuilds the network and the preprocessing its training
+    images had (``preprocessing``: ``spacing_mm``, ``window_hu``), written atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "network": settings.network, "features": list(settings.features),
-                       "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims}, Path(path))
+    record = {"state_dict": state, "network": settings.network, "features": list(settings.features),
+              "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims}
+    if preprocessing:
+        record["preprocessing"] = preprocessing
+    atomic_torch_save(record, Path(path))
+
+
+def model_preprocessing(path: str | os.PathLike) -> dict:
+    """The preprocessing a model's training images had (``save_model``); {} for a model saved
+    without it."""
+    return dict(torch.load(path, map_location="cpu", weights_only=True).get("preprocessing") or {})
+
+
+def preprocessing_mismatch(trained: dict, geometry: dict) -> str:
+    """How a case's ROI (its geometry record, ``layout.ROI_GEOMETRY``) differs from the
+    preprocessing a model was trained on, in words; '' when it does not (or is not recorded)."""
+    problems = []
+    if "spacing_mm" in trained:
+        spacing = [float(s) for s in geometry["roi"]["spacing"][::-1]]
+        if not np.allclose(spacing, trained["spacing_mm"], rtol=1e-3):
+            problems.append(f"spacing_mm {trained['spacing_mm']} at training, {spacing} here")
+    if "window_hu" in trained and not np.allclose(geometry["window_hu"], trained["window_hu"]):
+        problems.append(f"window_hu {trained['window_hu']} at training, {list(geometry['window_hu'])} here")
+    return "; ".join(problems)
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:

@@ -206,6 +206,7 @@ def train(
     device: torch.device | str = "cpu",
     checkpoint_path: str | os.PathLike | None = None,
     stop_after: int | None = None,
+    preprocessing: dict | None = None,
 ) -> torch.nn.Module:
     """Train a network and write the model and the per-epoch loss log.
 
@@ -220,6 +221,8 @@ def train(
             settings and this training data, else ignored (and replaced at the next checkpoint).
         stop_after: stop (without writing the model) after this many steps in total;
             used to test resumption.
+        preprocessing: what the images' preprocessing was (``spacing_mm``, ``window_hu``),
+            saved with the model so that inference can check a case against it.
 
     Returns:
         The trained model (on ``device``; the weight average with ``ema_decay``).
@@ -249,7 +252,7 @@ def train(
             save_checkpoint(run, checkpoint_path, job)
     if run.step < settings.steps:
         return run.final
-    save_model(run.final, settings, model_path)
+    save_model(run.final, settings, model_path, preprocessing)
     write_text(_loss_log(run.history, bool(held)), loss_log_path)
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)

@@ -112,3 +112,35 @@ def test_a_sphere_is_learnt_with_dice_ce(tmp_path):
     prob = predict_probability(model, images[0], settings.patch_size)
     inter = ((prob > 0.5) & (targets[0] == 1)).sum()
     assert 2 * inter / ((prob > 0.5).sum() + targets[0].sum()) > 0.8
+
+
+def test_a_model_records_its_preprocessing_and_inference_checks_it(tmp_path):
+    """``model=`` under another config: a case preprocessed with another spacing or HU window
+    than the model's training images fails with one line naming the model and the difference."""
+    from boxseg.io import CaseError
+    from boxseg.network import model_preprocessing, save_model
+    from boxseg.phantom import write_phantom_case
+    from boxseg.steps.infer import predict_case
+    from boxseg.steps.preprocess import preprocess_case
+    from boxseg.training import start_run
+
+    write_phantom_case(3, tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz")
+    roi = tmp_path / "roi"
+    roi.mkdir()
+    preprocess_case("c1", tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz", tmp_path / "boxes.json", roi / "image.nii.gz",
+                    roi / "label.nii.gz", roi / "geometry.json", margin_mm=3.5, spacing_mm=(4, 4, 4), roi_size_mm=(64, 64, 64),
+                    window_hu=(-200, 500), tumor_values=[2], organ_values=[1])
+    settings = TrainSettings(**TINY)
+    model = start_run(settings, torch.device("cpu")).model
+    outputs = [tmp_path / f"{name}.nii.gz" for name in ("prob", "raw", "mask")]
+    for window, fails in (([-200.0, 500.0], False), ([-100.0, 300.0], True)):
+        save_model(model, settings, tmp_path / "m.pt", {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": window})
+        assert model_preprocessing(tmp_path / "m.pt")["window_hu"] == window
+        run = lambda: predict_case("c1", roi / "image.nii.gz", tmp_path / "img.nii.gz", tmp_path / "m.pt",
+                                   tmp_path / "boxes.json", *outputs, device="cpu")
+        if fails:
+            with pytest.raises(CaseError, match=r"window_hu \[-100.0, 300.0\] at training, \[-200.0, 500.0\] here"):
+                run()
+        else:
+            run()
+            assert outputs[2].exists()

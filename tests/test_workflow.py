@@ -47,6 +47,8 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.integration
 class TestTinyWorkflow:
     def test_final_models_validate_on_held_out_training_cases_only(self, tiny_run):
+        from boxseg.network import model_preprocessing
+
         cases = pd.read_csv(tiny_run / "results/cases.tsv", sep="\t")
         train = set(cases.loc[cases["split"] == "train", "case"])
         for method in ("weak", "full"):
@@ -55,6 +57,8 @@ class TestTinyWorkflow:
             log = pd.read_csv(tiny_run / f"results/models/{method}/loss.tsv", sep="\t")
             scored = log.dropna(subset=["val_dsc"])
             assert list(scored["step"]) == [8, 12] and scored["val_dsc"].between(0, 1).all()
+            recorded = model_preprocessing(tiny_run / f"results/models/{method}/model.pt")
+            assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0]}  # tiny_config.yaml's
 
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")

@@ -32,6 +32,7 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
         model, patch = load_model(model_path, dev)
     except ValueError as err:
         raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
+    _check_preprocessing(case, model_path, roi_image_path)
     prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
     raw = to_original_grid(prob_roi, original) > 0.5
     mask = postprocess_mask(raw, boxes, original, postprocess)
@@ -39,3 +40,21 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     write_image(prob_roi, out_probability)
     write_image(array_like(raw.astype(np.uint8), original), out_raw)
     write_image(array_like(mask.astype(np.uint8), original), out_mask)
+
+
+def _check_preprocessing(case: str, model_path: str | os.PathLike, roi_image_path: str | os.PathLike) -> None:
+    """A one-line error when the case was preprocessed otherwise than the model's training
+    images (another spacing or HU window: ``model=`` under another config)."""
+    from pathlib import Path
+
+    from boxseg import layout
+    from boxseg.io import read_json
+    from boxseg.network import model_preprocessing, preprocessing_mismatch
+
+    geometry = Path(roi_image_path).with_name(Path(layout.ROI_GEOMETRY).name)
+    if not geometry.exists():
+        return
+    mismatch = preprocessing_mismatch(model_preprocessing(model_path), read_json(geometry))
+    if mismatch:
+        raise CaseError(case, model_path, f"the model was trained on other preprocessing ({mismatch}): set preprocess "
+                        "as it was (spacing_mm, window_hu) to predict with it")

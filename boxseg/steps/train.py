@@ -84,5 +84,20 @@ def train_model(training_set: str | os.PathLike, out_model: str | os.PathLike, o
         return train_sdi(images, targets, boxes, settings, rounds, out_model, out_loss, dev, checkpoint)
     extras = {name: [_READERS[name](p) for p in table[name]] for name in recipe.inputs if name not in ("target", "box")}
     log.info("%s: training on %d case(s), loss %s, device %s, %d thread(s)", method, len(images), recipe.loss, dev, threads)
-    train(images, targets, settings, out_model, out_loss, loss=recipe.loss, extras=extras, device=dev, checkpoint_path=checkpoint)
+    train(images, targets, settings, out_model, out_loss, loss=recipe.loss, extras=extras, device=dev, checkpoint_path=checkpoint,
+          preprocessing=_preprocessing(table["image"].iloc[0]))
     return None
+
+
+def _preprocessing(roi_image: str) -> dict | None:
+    """The preprocessing of a training ROI (its geometry record beside it, ``layout``):
+    spacing and HU window, which the model records so inference can check cases against it."""
+    from pathlib import Path
+
+    from boxseg import layout
+
+    geometry = Path(roi_image).with_name(Path(layout.ROI_GEOMETRY).name)
+    if not geometry.exists():
+        return None
+    record = read_json(geometry)
+    return {"spacing_mm": [float(s) for s in record["roi"]["spacing"][::-1]], "window_hu": [float(v) for v in record["window_hu"]]}
