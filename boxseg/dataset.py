@@ -23,16 +23,19 @@ REQUIRED_COLUMNS = ["case", "image", "split"]
 SPLITS = ("train", "test", "predict")
 
 
-def synthetic_sheet(n_train: int, n_test: int, data_dir: str = "results/data") -> pd.DataFrame:
-    """Sheet of the embedded phantom set (KiTS layout under ``data_dir``); the last ``n_test`` cases are test."""
+def synthetic_sheet(n_train: int, n_test: int) -> pd.DataFrame:
+    """Sheet of the embedded phantom set (KiTS layout where the workflow writes it,
+    ``layout.PHANTOM_IMAGE``); the last ``n_test`` cases are test."""
+    from boxseg import layout
+
     rows = []
     for i in range(n_train + n_test):
         case = f"case_{i:05d}"
         rows.append(
             {
                 "case": case,
-                "image": f"{data_dir}/{case}/imaging.nii.gz",
-                "label": f"{data_dir}/{case}/segmentation.nii.gz",
+                "image": layout.PHANTOM_IMAGE.format(case=case),
+                "label": layout.PHANTOM_LABEL.format(case=case),
                 "boxes": "",
                 "split": "train" if i < n_train else "test",
             }

@@ -51,3 +51,9 @@ def test_baselines_take_their_settings_from_the_config():
     assert rounds(CATALOGUE["sdi"], config) == config["baselines"]["sdi"]["rounds"] and rounds(CATALOGUE["full"], config) == 1
     assert training_settings(CATALOGUE["full"], base, config) == dict(sorted(base.items()))
     assert list(ccnn) == sorted(ccnn)  # sorted: reruns follow values, not key order
+
+
+def test_the_papers_tables_name_catalogue_methods():
+    from boxseg.tables import OURS, TABLE1, TABLE2
+
+    assert {m for m, _, _ in TABLE1 + TABLE2} | {OURS[0]} <= set(CATALOGUE)
