@@ -2,8 +2,10 @@
 validation and the loop.
 
 ``train`` samples ``batch_size`` random patches per step (``sampling``), takes one
-optimiser step on the named loss (``losses``; ``train_step``), logs the loss per epoch
-and, with held-out training cases, their DSC every ``validate_every`` steps. Settings:
+optimiser step on the named loss (``losses``; ``train_step``) and appends one row per
+epoch to the loss log as it goes (so ``tail -f`` and the report show a live run): the
+mean loss, the learning rate and, with held-out training cases, their DSC every
+``validate_every`` steps. Settings:
 ``train_settings``; the network and its file: ``network``.
 
 Training is resumable: a checkpoint (model, optimiser, schedule, weight average, random
@@ -239,6 +241,7 @@ def train(
     cases = Cases([images[i] for i in fit], [targets[i] for i in fit], {k: [v[i] for i in fit] for k, v in extras.items()},
                   settings.foreground_fraction)
     validate = _validator(images, targets, fit, held, settings, device)
+    write_text(_loss_log(run.history, bool(held)), loss_log_path)  # the log grows by one row per epoch from here
     run.model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
     progress = _Progress(run.step, settings.steps)
@@ -247,7 +250,7 @@ def train(
         run.epoch_losses.append(train_step(run, x, batch, loss_fn, settings))
         run.step += 1
         if run.step % settings.steps_per_epoch == 0 or run.step == settings.steps:
-            _end_epoch(run, settings, progress, validate)
+            _end_epoch(run, settings, progress, validate, loss_log_path)
         if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
             save_checkpoint(run, checkpoint_path, job)
     if run.step < settings.steps:
@@ -273,9 +276,10 @@ def _validator(images: Sequence[np.ndarray], targets: Sequence[np.ndarray], fit:
     return validate
 
 
-def _end_epoch(run: Run, settings: TrainSettings, progress: _Progress, validate: Callable | None) -> None:
-    """One row of the loss log: epoch, step, mean loss, learning rate and, at validation
-    steps (every ``validate_every``, and the last), the train and validation DSC."""
+def _end_epoch(run: Run, settings: TrainSettings, progress: _Progress, validate: Callable | None,
+               loss_log_path: str | os.PathLike) -> None:
+    """One row of the loss log, appended to it: epoch, step, mean loss, learning rate and, at
+    validation steps (every ``validate_every``, and the last), the train and validation DSC."""
     epoch = run.step // settings.steps_per_epoch + (run.step % settings.steps_per_epoch > 0)
     row = [epoch, run.step, float(np.mean(run.epoch_losses)), run.schedule.get_last_lr()[0]]
     if validate is not None:
@@ -285,16 +289,20 @@ def _end_epoch(run: Run, settings: TrainSettings, progress: _Progress, validate:
         if due:
             log.info("step %d: DSC %.3f on training cases, %.3f on held-out ones", run.step, row[4], row[5])
     run.history.append(row)
+    with open(loss_log_path, "a") as log_file:
+        log_file.write(_loss_row(row) + "\n")
     run.epoch_losses = []
     progress.log(run.step, row[2])
 
 
+def _loss_row(row: list) -> str:
+    e, s, l, lr, *dsc = row
+    return f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" + "".join(f"\t{d:.4f}" if np.isfinite(d) else "\t" for d in dsc)
+
+
 def _loss_log(history: list, validated: bool) -> str:
     header = "epoch\tstep\tloss\tlearning_rate" + ("\ttrain_dsc\tval_dsc" if validated else "")
-    rows = []
-    for e, s, l, lr, *dsc in history:
-        rows.append(f"{int(e)}\t{int(s)}\t{l:.6f}\t{lr:.6g}" + "".join(f"\t{d:.4f}" if np.isfinite(d) else "\t" for d in dsc))
-    return "\n".join([header, *rows]) + "\n"
+    return "\n".join([header, *map(_loss_row, history)]) + "\n"
 
 
 def _check_inputs(images: Sequence, targets: Sequence, loss: str, extras: dict) -> None:

@@ -159,3 +159,15 @@ def test_dice_ce_is_dice_plus_cross_entropy():
     expected = 1 - dice + torch.nn.functional.cross_entropy(logits, target)
     value = loss_function("dice_ce")(logits, {"target": target}, TrainSettings())
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_loss_log_grows_as_training_goes(tmp_path):
+    """One row per epoch appears while training runs; a resumed run starts from its history."""
+    images, targets = _data()
+    settings = TrainSettings(**TINY)
+    ckpt = tmp_path / "ckpt.pt"
+    train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", checkpoint_path=ckpt, stop_after=4)
+    lines = (tmp_path / "l.tsv").read_text().splitlines()
+    assert lines[0].startswith("epoch\tstep") and [line.split("\t")[1] for line in lines[1:]] == ["2", "4"]
+    train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", checkpoint_path=ckpt)
+    assert [line.split("\t")[1] for line in (tmp_path / "l.tsv").read_text().splitlines()[1:]] == ["2", "4", "6"]
