@@ -101,25 +101,44 @@ def overlay_figure(
     tumor_values: Sequence[int],
     window_hu: Sequence[float],
     postprocess: str | None = None,
+    boxes_path: str | os.PathLike | None = None,
 ) -> None:
-    """Axial slice through the lesion centre with reference (green) and prediction (red) contours."""
+    """Axial, coronal and sagittal slices through the lesion centre with the reference
+    (green), the prediction (red) and the case's boxes (yellow, dashed), and a legend."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
     image = read_image(image_path, case)
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    hu = np.clip(sitk.GetArrayFromImage(image).astype(np.float32), *window_hu)
     ref = read_lesion(label_path, image, tumor_values, case)
     pred = sitk.GetArrayFromImage(read_label(prediction_path, image, case)) > 0
-    z = _centre_slice(ref if ref.any() else pred)
+    boxes = np.zeros(ref.shape, bool)
+    if boxes_path is not None:
+        from boxseg.boxes import lesion_id_map
+
+        boxes = lesion_id_map(read_json(boxes_path)["boxes"], image) > 0
+    where = np.argwhere(ref if ref.any() else pred)
+    z, y, x = (np.round(where.mean(0)).astype(int) if len(where) else np.asarray(ref.shape) // 2).tolist()
     scores = pd.read_csv(metrics_path, sep="\t")
     if postprocess is not None and "postprocess" in scores:
         scores = scores[scores["postprocess"] == postprocess]
     scores = scores.iloc[0]
-    sy, sx = image.GetSpacing()[1], image.GetSpacing()[0]
-    fig, ax = plt.subplots(figsize=(5, 5 * hu.shape[1] * sy / (hu.shape[2] * sx)))
-    ax.imshow(np.clip(hu[z], *window_hu), cmap="gray", aspect=sy / sx)
-    _contour(ax, ref[z], "lime", 1.2)
-    _contour(ax, pred[z], "red", 1.2)
-    ax.set_title(f"{case} ({scores.get('method', '')}) slice {z}: DSC {scores['dsc']:.3f} (box {scores['box_dsc']:.3f})", fontsize=9)
-    ax.axis("off")
+    sx, sy, sz = image.GetSpacing()
+    planes = [("axial", np.s_[z, :, :], sy / sx, "upper"), ("coronal", np.s_[:, y, :], sz / sx, "lower"),
+              ("sagittal", np.s_[:, :, x], sz / sy, "lower")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    for ax, (name, cut, aspect, origin) in zip(axes, planes):
+        ax.imshow(hu[cut], cmap="gray", aspect=aspect, origin=origin)
+        for mask, colour, style in ((ref, "lime", "solid"), (pred, "red", "solid"), (boxes, "yellow", "dashed")):
+            if mask[cut].any():
+                ax.contour(mask[cut], [0.5], colors=colour, linewidths=1.2, linestyles=style, origin=origin)
+        ax.set_title(f"{name} through the lesion centre", fontsize=9)
+        ax.axis("off")
+    handles = [Line2D([], [], color="lime", label="reference"), Line2D([], [], color="red", label="prediction"),
+               Line2D([], [], color="yellow", linestyle="--", label="box")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle(f"{case} ({scores.get('method', '')}, {postprocess or 'as written'}): DSC {scores['dsc']:.3f}, "
+                 f"HD95 {scores.get('hd95_mm', float('nan')):.1f} mm (the box alone: DSC {scores['box_dsc']:.3f})", fontsize=10)
     _savefig(fig, out_png)
 
 

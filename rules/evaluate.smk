@@ -1,6 +1,6 @@
 rule evaluate:
     """DSC, HD, HD95 and ASD (mm) of the prediction with and without the largest-component
-    filter, and the DSC of the box itself; an axial overlay through the lesion with reference (green) and predicted (red) contours.
+    filter, and the DSC of the box itself; axial, coronal and sagittal slices through the lesion with reference (green), prediction (red) and box (yellow).
     """
     input:
         raw=L.MASK_RAW,

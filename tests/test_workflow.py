@@ -100,6 +100,10 @@ class TestTinyWorkflow:
         weight = sitk.GetArrayFromImage(sitk.ReadImage(str(r / "fusion/case_00000/weight.nii.gz")))
         assert set(np.unique(weight)) <= {1, 2, 3} and (weight == 3).any()  # K + 1 = 3 where V = 0
         assert (r / "figures/cases/weak/case_00004.png").stat().st_size > 0
+        from PIL import Image
+
+        width, height = Image.open(r / "figures/cases/weak/case_00004.png").size
+        assert width > 2 * height  # three planes side by side
         assert (r / "group/predictions/case_00000/model_1.nii.gz").exists()
         assert (tiny_run / "logs/train_final/full.log").exists()
         record = json.loads((r / "boxes/case_00000.json").read_text())

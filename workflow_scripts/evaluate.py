@@ -24,6 +24,7 @@ def step(s):
         tumor_values=s.params.tumor_values,
         window_hu=s.params.window_hu,
         postprocess=s.params.postprocess,
+        boxes_path=s.input.boxes,
     )
 
 
