@@ -46,6 +46,10 @@ CHECKPOINT = "results/models/{method}/checkpoint.pt"
 PROBABILITY_ROI = "results/predictions/{method}/{case}/probability_roi.nii.gz"
 MASK_RAW = "results/predictions/{method}/{case}/mask_raw.nii.gz"
 MASK = "results/predictions/{method}/{case}/mask.nii.gz"
+PROBABILITY = "results/predictions/{method}/{case}/probability.nii.gz"
+LESIONS = "results/predictions/{method}/{case}/lesions.nii.gz"
+LESION_TABLE = "results/predictions/{method}/{case}/lesions.tsv"
+BOX_MARKUPS = "results/predictions/{method}/{case}/boxes.mrk.json"
 
 # Evaluation and the report
 CASE_METRICS = "results/metrics/{method}/{case}.tsv"

@@ -52,3 +52,23 @@ def postprocess_mask(mask: np.ndarray, boxes: dict, original: sitk.Image, postpr
     if boxes["source"] in USER_BOX_SOURCES:
         return largest_component_per_region(mask, lesion_id_map(boxes["boxes"], original))
     return largest_component(mask)
+
+
+def lesion_labels(mask: np.ndarray, image: sitk.Image) -> tuple[np.ndarray, list[dict]]:
+    """The mask's 18-connected lesions labelled 1..n, largest first, and one row per lesion:
+    its label, voxels, volume in ml and centre (LPS mm) on ``image``'s grid."""
+    from boxseg.geometry import index_to_physical
+
+    components, n = ndi.label(np.asarray(mask, bool), structure=CONNECTIVITY_18)
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")
+    labels = np.zeros(components.shape, np.uint16)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    rows = []
+    for new, old in enumerate(order, start=1):
+        where = components == old + 1
+        labels[where] = new
+        centre = index_to_physical(image, np.argwhere(where).mean(0)[None])[0]
+        rows.append({"lesion": new, "voxels": int(sizes[old]), "volume_ml": round(float(sizes[old]) * voxel_ml, 4),
+                     "centre_lps_mm": [round(float(c), 2) for c in centre]})
+    return labels, rows

@@ -51,6 +51,10 @@ rule infer:
         probability=L.PROBABILITY_ROI,
         raw=L.MASK_RAW,
         mask=L.MASK,
+        probability_original=L.PROBABILITY,
+        lesions=L.LESIONS,
+        lesion_table=L.LESION_TABLE,
+        markups=L.BOX_MARKUPS,
     log:
         "logs/infer/{method}/{case}.log",
     conda:

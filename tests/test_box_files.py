@@ -140,3 +140,27 @@ def test_real_ct_ras_round_trip(shared_dir, tmp_path):
     assert same_grid(array_like(back.astype(np.uint8), ct), ct)
     dsc = 2 * (back & kidney).sum() / (back.sum() + kidney.sum())
     assert dsc > 0.9, dsc
+
+
+@pytest.mark.parametrize("direction", [None, np.diag([-1.0, -1.0, 1.0]).ravel().tolist(), _oblique()])
+def test_boxes_written_as_slicer_markups_read_back_as_the_same_boxes(tmp_path, direction):
+    """The review file: each box as a Slicer ROI on the image's axes, its faces the corner
+    voxels' outer edges, so Slicer shows the box's own voxels; read back, the same box."""
+    import json
+
+    from boxseg.boxes import read_slicer_rois, records_from_rows, slicer_markups
+
+    image = _image(direction)
+    records = [{"lesion": 1, "index_lo": [3, 5, 7], "index_hi": [10, 20, 30]},
+               {"lesion": 4, "index_lo": [0, 0, 0], "index_hi": [2, 3, 4]}]
+    path = tmp_path / "boxes.mrk.json"
+    path.write_text(json.dumps(slicer_markups(records, image)))
+    back = records_from_rows(read_slicer_rois(path), image, "c1", path)
+    if direction is None or direction == np.diag([-1.0, -1.0, 1.0]).ravel().tolist():
+        assert [(r["index_lo"], r["index_hi"]) for r in back] == [(r["index_lo"], r["index_hi"]) for r in records]
+    else:  # oblique: Slicer's ROI is exact; the reader takes its axis-aligned hull, which holds the box
+        for r, b in zip(records, back):
+            assert all(bl <= rl for bl, rl in zip(b["index_lo"], r["index_lo"]))
+            assert all(bh >= rh for bh, rh in zip(b["index_hi"], r["index_hi"]))
+    roi = json.loads(path.read_text())["markups"][0]
+    assert roi["type"] == "ROI" and roi["coordinateSystem"] == "LPS" and roi["orientation"] == list(image.GetDirection())

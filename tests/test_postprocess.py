@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from boxseg.postprocess import largest_component, largest_component_per_region
 
@@ -32,3 +33,18 @@ class TestLargestComponent:
         regions[..., :6], regions[..., 6:] = 1, 2
         out = largest_component_per_region(mask, regions)
         assert out[1, 1, 0:3].all() and out[1, 1, 8:10].all() and not out[1, 3, 4]
+
+
+def test_lesion_labels_number_lesions_largest_first_with_their_volumes():
+    import SimpleITK as sitk
+
+    from boxseg.postprocess import lesion_labels
+
+    mask = np.zeros((10, 12, 14), bool)
+    mask[1:3, 1:3, 1:3] = True  # 8 voxels
+    mask[5:9, 5:10, 5:12] = True  # 140 voxels
+    image = sitk.Image([14, 12, 10], sitk.sitkUInt8)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    labels, rows = lesion_labels(mask, image)
+    assert [r["voxels"] for r in rows] == [140, 8] and rows[0]["volume_ml"] == pytest.approx(0.28)
+    assert (labels[mask] > 0).all() and (labels[~mask] == 0).all() and labels[6, 6, 6] == 1 and labels[1, 1, 1] == 2

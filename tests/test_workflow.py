@@ -60,6 +60,23 @@ class TestTinyWorkflow:
             recorded = model_preprocessing(tiny_run / f"results/models/{method}/model.pt")
             assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0]}  # tiny_config.yaml's
 
+    def test_outputs_for_a_users_tools_on_the_original_grid(self, tiny_run):
+        """Beside the mask: the lesion probability and the labelled lesions on the CT's grid, a
+        table of their volumes, and the boxes as Slicer markups."""
+        prediction = tiny_run / "results/predictions/weak/case_00004"
+        image = sitk.ReadImage(str(tiny_run / "results/data/case_00004/imaging.nii.gz"))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction / "mask.nii.gz")))
+        probability = sitk.ReadImage(str(prediction / "probability.nii.gz"))
+        lesions = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction / "lesions.nii.gz")))
+        assert probability.GetSize() == image.GetSize() and probability.GetSpacing() == image.GetSpacing()
+        assert ((sitk.GetArrayFromImage(probability) > 0.5) >= (mask > 0)).all()  # the mask: thresholded, then filtered
+        assert ((lesions > 0) == (mask > 0)).all()
+        table = pd.read_csv(prediction / "lesions.tsv", sep="\t")
+        assert table["voxels"].sum() == int((mask > 0).sum()) and list(table["lesion"]) == list(range(1, len(table) + 1))
+        markups = json.loads((prediction / "boxes.mrk.json").read_text())["markups"]
+        boxes = json.loads((tiny_run / "results/boxes/case_00004.json").read_text())["boxes"]
+        assert [m["name"] for m in markups] == [f"lesion {b['lesion']}" for b in boxes]
+
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
         assert metrics["case"].tolist() == ["case_00004"] * 8

@@ -16,5 +16,11 @@ run_step(
         flip_tta=s.params.flip_tta,
         threads=s.threads,
         device=s.params.device,
+        extra={
+            "probability": s.output.probability_original,
+            "lesions": s.output.lesions,
+            "lesion_table": s.output.lesion_table,
+            "markups": s.output.markups,
+        },
     ),
 )

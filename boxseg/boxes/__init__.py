@@ -3,7 +3,7 @@ protocol that draws them from a label, users' box files, boxes on grids, and sta
 box prior. The names most steps need are importable from ``boxseg.boxes``.
 """
 
-from boxseg.boxes.files import box_rows, box_rows_by_case, read_box_table, read_slicer_rois
+from boxseg.boxes.files import box_rows, box_rows_by_case, read_box_table, read_slicer_rois, slicer_markups
 from boxseg.boxes.grid import Bounds, bounds_mask, bounds_on_grid, bounds_on_roi, lesion_id_map, roi_bounds
 from boxseg.boxes.protocol import BOX_PROTOCOLS, boxes_from_label, face_margins, make_boxes, protocol_rng
 from boxseg.boxes.records import (
@@ -39,4 +39,5 @@ __all__ = [
     "read_slicer_rois",
     "records_from_rows",
     "roi_bounds",
+    "slicer_markups",
 ]

@@ -4,6 +4,7 @@ read into rows that ``records.records_from_rows`` places on a case's image grid.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +13,7 @@ from boxseg.boxes.records import lesion_id
 
 if TYPE_CHECKING:
     import pandas as pd
+    import SimpleITK as sitk
 
 
 BOX_TABLE_COLUMNS = ["case", "lesion", "coordinates", "x_min", "y_min", "z_min", "x_max", "y_max", "z_max"]
@@ -126,3 +128,23 @@ def _numbers(value, n: int):
 
 def _triple(value):
     return _numbers(value, 3)
+
+
+def slicer_markups(records: Sequence[dict], image: sitk.Image) -> dict:
+    """A case's box records as a 3D Slicer markups document (one ROI per box, LPS mm): the
+    box's faces are its corner voxels' outer edges, its axes the image's, so Slicer shows
+    exactly the voxels the box holds and ``read_slicer_rois`` reads the same box back."""
+    from boxseg.geometry import index_to_physical
+
+    spacing = np.asarray(image.GetSpacing(), float)
+    markups = []
+    for record in records:
+        lo, hi = np.asarray(record["index_lo"], float), np.asarray(record["index_hi"], float)
+        centre = index_to_physical(image, ((lo + hi) / 2.0)[None])[0]
+        size = (hi - lo + 1.0)[::-1] * spacing  # x, y, z along the image's axes
+        markups.append({"type": "ROI", "name": f"lesion {record['lesion']}", "coordinateSystem": "LPS",
+                        "coordinateUnits": "mm", "roiType": "Box", "center": np.round(centre, 4).tolist(),
+                        "orientation": list(image.GetDirection()), "size": np.round(size, 4).tolist(),
+                        "controlPoints": []})
+    return {"@schema": "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/Resources/Schema/"
+                       "markups-schema-v1.0.3.json#", "markups": markups}

@@ -6,6 +6,7 @@ import logging
 import os
 
 import numpy as np
+import SimpleITK as sitk
 
 from boxseg.boxes import read_boxes
 from boxseg.io import CaseError, array_like, read_array, read_image, write_image
@@ -16,9 +17,15 @@ log = logging.getLogger("boxseg")
 
 def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str | os.PathLike, model_path: str | os.PathLike,
                  boxes_json: str | os.PathLike, out_probability: str | os.PathLike, out_raw: str | os.PathLike, out_mask: str | os.PathLike,
-                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto") -> None:
+                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto",
+                 extra: dict | None = None) -> None:
     """Final inference: ROI probability, mapped back to the original grid and thresholded
-    (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``)."""
+    (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``).
+
+    ``extra`` names further outputs a user opens in their tools, all on the original grid:
+    ``probability`` (the lesion probability), ``lesions`` (the mask's lesions labelled 1..n,
+    largest first) with ``lesion_table`` (their volumes and centres, TSV), and ``markups``
+    (the case's boxes as 3D Slicer ROI markups, for review)."""
     from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
     from boxseg.network import load_model, predict_probability
@@ -39,7 +46,32 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     log.info("case %s: %d voxels, %d after %s (boxes from %s)", case, int(raw.sum()), int(mask.sum()), postprocess, boxes["source"])
     write_image(prob_roi, out_probability)
     write_image(array_like(raw.astype(np.uint8), original), out_raw)
+    if extra:
+        _write_extra(extra, prob_roi, mask, boxes, original)
     write_image(array_like(mask.astype(np.uint8), original), out_mask)
+
+
+def _write_extra(extra: dict, prob_roi: sitk.Image, mask: np.ndarray, boxes: dict, original: sitk.Image) -> None:
+    import json
+
+    import pandas as pd
+
+    from boxseg.atomic import write_text
+    from boxseg.boxes import slicer_markups
+    from boxseg.geometry import to_original_grid
+    from boxseg.postprocess import lesion_labels
+
+    if "probability" in extra:
+        write_image(array_like(to_original_grid(prob_roi, original).astype(np.float32), original), extra["probability"])
+    if "lesions" in extra or "lesion_table" in extra:
+        labels, rows = lesion_labels(mask, original)
+        if "lesions" in extra:
+            write_image(array_like(labels, original), extra["lesions"])
+        if "lesion_table" in extra:
+            columns = ["lesion", "voxels", "volume_ml", "centre_lps_mm"]
+            write_text(pd.DataFrame(rows, columns=columns).to_csv(sep="\t", index=False), extra["lesion_table"])
+    if "markups" in extra:
+        write_text(json.dumps(slicer_markups(boxes["boxes"], original), indent=2) + "\n", extra["markups"])
 
 
 def _check_preprocessing(case: str, model_path: str | os.PathLike, roi_image_path: str | os.PathLike) -> None:
