@@ -165,13 +165,20 @@ def _check_not_truncated(path: Path, case: str) -> None:
         raise CaseError(case, path, f"cannot read image (truncated: the file has {size} bytes, its header promises {expected})")
 
 
-def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
+def dicom_series_files(directory: str | os.PathLike, case: str = "?") -> tuple[str, dict[str, Sequence[str]], Sequence[str]]:
+    """The series a DICOM directory is read as (the one with the most files), every series'
+    files in the order of the volume's slices, and the series ids."""
     reader = sitk.ImageSeriesReader()
     series_ids = reader.GetGDCMSeriesIDs(str(directory))
     if not series_ids:
         raise CaseError(case, directory, "directory holds no DICOM series")
     files = {sid: reader.GetGDCMSeriesFileNames(str(directory), sid) for sid in series_ids}
-    chosen = max(series_ids, key=lambda sid: len(files[sid]))
+    return max(series_ids, key=lambda sid: len(files[sid])), files, series_ids
+
+
+def _read_dicom_series(directory: Path, case: str) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    chosen, files, series_ids = dicom_series_files(directory, case)
     _check_slice_spacing(files[chosen], directory, case)
     reader.SetFileNames(files[chosen])
     image = reader.Execute()

@@ -50,6 +50,7 @@ PROBABILITY = "results/predictions/{method}/{case}/probability.nii.gz"
 LESIONS = "results/predictions/{method}/{case}/lesions.nii.gz"
 LESION_TABLE = "results/predictions/{method}/{case}/lesions.tsv"
 BOX_MARKUPS = "results/predictions/{method}/{case}/boxes.mrk.json"
+DICOM_SEG = "results/predictions/{method}/{case}/mask.seg.dcm"
 
 # Evaluation and the report
 CASE_METRICS = "results/metrics/{method}/{case}.tsv"

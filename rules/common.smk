@@ -192,6 +192,11 @@ def group_cases(k):
     return sorted(c for c, g in GROUP_OF.items() if g == int(k))
 
 
+def dicom_cases(cases):
+    """The cases read from a DICOM series (a directory): their masks also go out as DICOM SEG."""
+    return [c for c in cases if Path(IMAGE[c]).is_dir()]
+
+
 def final_targets():
     targets = [L.CASES]
     if EVALUATED:
@@ -201,6 +206,9 @@ def final_targets():
             expand(L.CASE_OVERLAY, method=METHODS, case=EVALUATED),
         ]
     targets += expand(L.MASK, method=METHODS, case=UNLABELLED)
+    targets += expand(
+        L.DICOM_SEG, method=METHODS, case=dicom_cases(EVALUATED + UNLABELLED)
+    )
     if not MODEL:
         targets.append(L.LOSS_FIGURE)
         if FROM_BOXES and all(LABEL[c] for c in TRAIN):

@@ -70,6 +70,21 @@ rule infer:
         "../workflow_scripts/infer.py"
 
 
+rule dicom_seg:
+    """The final mask as a DICOM SEG (highdicom) over the case's DICOM series, read back to check."""
+    input:
+        mask=L.MASK,
+        image=image_of,
+    output:
+        L.DICOM_SEG,
+    log:
+        "logs/dicom_seg/{method}/{case}.log",
+    conda:
+        "../envs/boxseg.yaml"
+    script:
+        "../workflow_scripts/dicom_seg.py"
+
+
 rule predict:
     """Target: masks of the cases to predict (split 'predict', e.g. --config predict_sheet=PATH)."""
     input:
@@ -78,3 +93,4 @@ rule predict:
             method=METHODS,
             case=PREDICT,
         ),
+        expand(L.DICOM_SEG, method=METHODS, case=dicom_cases(PREDICT)),

@@ -38,7 +38,7 @@ def write_dicom_series(image: sitk.Image, directory: Path, decimals: int = 4):
     uid = "1.2.826.0.1.3680043.2.1125.1.77"
     for i in range(image.GetDepth()):
         s = image[:, :, i]
-        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0008|0018": f"{uid}.{i + 1}",
+        tags = {"0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".0", "0008|0018": f"{uid}.{i + 1}", "0020|0052": uid + ".9",
                 "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
                 "0020|0032": "\\".join(f"{v:.{decimals}f}" for v in image.TransformIndexToPhysicalPoint((0, 0, i))),
                 "0020|0013": str(i + 1), "0018|0050": f"{image.GetSpacing()[2]:.4f}"}
@@ -215,7 +215,8 @@ class TestUserData:
         """`snakemake predict --config predict_sheet=... model=...`: new cases only, no training."""
         work, data, _ = user_run
         shutil.copy(work / "results/models/weak/model.pt", tmp_path / "model.pt")
-        sheet = pd.DataFrame([{"case": "new1", "image": str(data / "p0.mha"), "boxes": str(data / "p0.mrk.json")}])
+        sheet = pd.DataFrame([{"case": "new1", "image": str(data / "p0.mha"), "boxes": str(data / "p0.mrk.json")},
+                              {"case": "new2", "image": str(data / "a3_dicom"), "label": str(data / "a3_label.nrrd")}])
         sheet.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
         config = yaml.safe_load((work / "config.yaml").read_text())
         good = pd.read_csv(data / "cases.tsv", sep="\t", dtype=str, keep_default_na=False)
@@ -230,9 +231,11 @@ class TestUserData:
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
         args = ["predict", "--configfile", "config.yaml", "--cores", "1", "--config", "predict_sheet=new.tsv", "model=model.pt"]
         counts = _job_counts(_run(args + ["-n"], tmp_path).stdout)
-        assert counts == {"preprocess": 2, "infer": 2, "predict": 1, "total": 5}  # p0 of the sheet and new1; no training
+        # p0 of the sheet, new1 and new2 (a DICOM series: its mask also as a DICOM SEG); no training
+        assert counts == {"preprocess": 3, "infer": 3, "dicom_seg": 1, "predict": 1, "total": 8}
         _run(args, tmp_path)
         assert (tmp_path / "results/predictions/weak/new1/mask.nii.gz").exists()
+        assert (tmp_path / "results/predictions/weak/new2/mask.seg.dcm").stat().st_size > 0
 
     def test_edited_box_rows_rerun_only_their_case(self, user_run, tmp_path):
         """A box table row is its case's params: editing it reruns that case (and, for a
@@ -317,3 +320,29 @@ def test_the_readme_example_plans_every_job_and_boxes_every_case(tmp_path):
     assert boxes["p003"] == ([10, 28, 30], [22, 49, 52]) and boxes["p005"] == ([8, 25, 20], [20, 50, 45])
     for case, (lo, hi) in boxes.items():  # each lesion inside its box
         assert all(lo[a] <= centres[case][2 - a] <= hi[a] for a in range(3)), case
+
+
+def test_a_dicom_cases_mask_goes_out_as_a_dicom_seg_over_its_series(tmp_path):
+    """A case read from a DICOM series: its mask as a DICOM SEG referencing the series' images,
+    which reads back as the mask; a series without a frame of reference fails with one line."""
+    import pydicom
+
+    from boxseg.io import CaseError, array_like, read_image, write_image
+    from boxseg.steps.infer import dicom_seg_case
+
+    image, label = _case(5)
+    write_dicom_series(image, tmp_path / "ct")
+    read = read_image(tmp_path / "ct", "d1")
+    mask = (sitk.GetArrayFromImage(label) == 2).astype(np.uint8)
+    write_image(array_like(mask, read), tmp_path / "mask.nii.gz")
+    dicom_seg_case("d1", tmp_path / "mask.nii.gz", tmp_path / "ct", tmp_path / "mask.seg.dcm")
+    seg = pydicom.dcmread(tmp_path / "mask.seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "lesion"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(next((tmp_path / "ct").iterdir())).SeriesInstanceUID
+    for f in (tmp_path / "ct").iterdir():  # the same series without its frame of reference
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    with pytest.raises(CaseError, match="case d1: .*lacks \\['FrameOfReferenceUID'\\]"):
+        dicom_seg_case("d1", tmp_path / "mask.nii.gz", tmp_path / "ct", tmp_path / "again.seg.dcm")
+    assert not (tmp_path / "again.seg.dcm").exists()

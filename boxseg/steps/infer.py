@@ -90,3 +90,11 @@ def _check_preprocessing(case: str, model_path: str | os.PathLike, roi_image_pat
     if mismatch:
         raise CaseError(case, model_path, f"the model was trained on other preprocessing ({mismatch}): set preprocess "
                         "as it was (spacing_mm, window_hu) to predict with it")
+
+
+def dicom_seg_case(case: str, mask_path: str | os.PathLike, series_dir: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """The final mask of a case read from a DICOM series, as a DICOM SEG over that series."""
+    from boxseg.dicom_seg import write_dicom_seg
+
+    mask = read_array(mask_path, case, np.uint8)[0]
+    write_dicom_seg(case, mask, series_dir, out_path)
