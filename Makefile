@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --profile profiles/default
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@$(BIN)/python -c "import pandas as pd; print(pd.read_csv('results/summary.tsv', sep='\t').to_string(index=False))"
+	@echo "open results/overview.html (what was achieved) or results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -197,12 +197,29 @@ def dicom_cases(cases):
     return [c for c in cases if Path(IMAGE[c]).is_dir()]
 
 
+def label_quality_wanted():
+    """The training labels' quality table: for the box-supervised methods, when every
+    training case has a reference label (research mode)."""
+    return not MODEL and FROM_BOXES and all(LABEL[c] for c in TRAIN)
+
+
+def what_ran():
+    """One line for the overview page: the cases, the methods and how boxes were made."""
+    boxes = config["boxes"]
+    return (
+        f"{len(TRAIN)} training and {len(EVALUATED)} labelled test cases ({sheet_name()}); "
+        f"methods {', '.join(METHODS)}; K = {K}; research-mode boxes: {boxes['protocol']} protocol, "
+        f"margin {boxes['margin_mm']} mm; stated slack {boxes.get('slack_mm') or 0} mm."
+    )
+
+
 def final_targets():
     targets = [L.CASES]
     if EVALUATED:
         targets += [
             L.METRICS,
             L.SUMMARY,
+            L.OVERVIEW,
             expand(L.CASE_OVERLAY, method=METHODS, case=EVALUATED),
         ]
     targets += expand(L.MASK, method=METHODS, case=UNLABELLED)
@@ -211,7 +228,7 @@ def final_targets():
     )
     if not MODEL:
         targets.append(L.LOSS_FIGURE)
-        if FROM_BOXES and all(LABEL[c] for c in TRAIN):
+        if label_quality_wanted():
             targets.append(L.LABEL_QUALITY)
     return targets
 

@@ -114,3 +114,26 @@ rule label_quality:
         group_of=GROUP_OF,
     script:
         "../workflow_scripts/label_quality.py"
+
+
+rule overview:
+    """The run's overview page: the scores as tables, the comparison with the fully supervised
+    model, the training labels' quality, DSC against volume, curves and overlays."""
+    input:
+        summary=L.SUMMARY,
+        comparison=L.COMPARISON,
+        metrics=L.METRICS,
+        overlays=expand(L.CASE_OVERLAY, method=METHODS, case=EVALUATED),
+        loss=[] if MODEL else L.LOSS_FIGURE,
+        quality=L.LABEL_QUALITY if label_quality_wanted() else [],
+    output:
+        report(L.OVERVIEW, caption="../report/overview.rst", category="Overview"),
+    log:
+        "logs/overview.log",
+    conda:
+        "../envs/boxseg.yaml"
+    params:
+        methods=METHODS,
+        what_ran=what_ran(),
+    script:
+        "../workflow_scripts/overview.py"

@@ -114,3 +114,15 @@ def test_each_method_is_compared_with_the_fully_supervised_one_on_the_same_cases
     assert compare_to_full(pd.DataFrame([r for r in rows if r["method"] != "full"])).empty  # nothing to compare with
     zero = compare_to_full(pd.DataFrame([{**r, "dsc": 0.0} if r["method"] == "full" else r for r in rows]))
     assert zero["ratio"].isna().all() and (zero["within_4pct"].fillna("") == "").all()  # no ratio to a DSC of 0
+
+
+def test_the_overviews_score_table_has_one_row_per_method_and_post_processing():
+    from boxseg.overview import score_table
+
+    summary = pd.DataFrame([
+        {"method": m, "postprocess": p, "score": s, "mean": 0.5, "sd": 0.1, "median": 0.4, "n": 3, "n_undefined": 0}
+        for m in ("weak", "full") for p in ("largest_component", "none") for s in ("dsc", "hd95_mm", "asd_mm", "box_dsc")])
+    table = score_table(summary)
+    assert list(zip(table["method"], table["post-processing"])) == [("weak", "largest_component"), ("weak", "none"),
+                                                                     ("full", "largest_component"), ("full", "none")]
+    assert table.loc[0, "dsc"] == "0.500 ± 0.100 (0.400)" and (table["test cases"] == 3).all()

@@ -77,6 +77,14 @@ class TestTinyWorkflow:
         boxes = json.loads((tiny_run / "results/boxes/case_00004.json").read_text())["boxes"]
         assert [m["name"] for m in markups] == [f"lesion {b['lesion']}" for b in boxes]
 
+    def test_the_overview_page_opens_on_what_was_achieved(self, tiny_run):
+        page = (tiny_run / "results/overview.html").read_text()
+        order = [page.index(h) for h in ("<h2>Test scores</h2>", "<h2>Against the fully supervised model</h2>",
+                                          "<h2>Training labels (Table 3)</h2>", "<h2>DSC against lesion volume</h2>",
+                                          "<h2>Training</h2>", "<h2>Test cases</h2>")]
+        assert order == sorted(order) and page.count("data:image/png;base64,") == 3 + 4  # 3 figures, 4 methods' overlays
+        assert "<td>weak</td>" in page and "± " in page and "4 training and 1 labelled test cases" in page
+
     def test_metrics_one_row_per_test_case(self, tiny_run):
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
         assert metrics["case"].tolist() == ["case_00004"] * 8
@@ -235,7 +243,7 @@ class TestRerunsTouchOnlyWhatChanged:
         work = _copy_run(tiny_run, tmp_path)
         _edit_volume(work / "results/data/case_00004/imaging.nii.gz", lambda a: a.__setitem__((0, 0, 0), a[0, 0, 0] + 1))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts == {"preprocess": 1, "infer": 4, "evaluate": 4, "summarise": 1, "all": 1, "total": 11}  # 4 methods
+        assert counts == {"preprocess": 1, "infer": 4, "evaluate": 4, "summarise": 1, "overview": 1, "all": 1, "total": 12}  # 4 methods
 
     def test_changed_training_label_retrains_its_group_only(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
