@@ -20,13 +20,13 @@ import pandas as pd
 
 from boxseg import layout as L
 
-STAGES = """CT + boxes --preprocess--> ROI, boxes record
-  stage 1   --pseudo_mask--> pseudo-masks PM                      (ConvCRF from the boxes)
-  stage 2   --train_group--> K group models                       (one per disjoint subset, WCE on PM)
-            --fuse---------> fusion masks FM, weight maps V        (ConvCRF of PM or P1..PK)
-  stage 3   --train_final--> the final model of each method       (VWCE on FM and V, or the method's recipe)
-            --infer--------> masks on each scan's own grid         (largest component)
-            --evaluate-----> DSC, HD, HD95, ASD"""
+STAGES = """CT + boxes --preprocess---> ROI, boxes record
+stage 1    --pseudo_mask--> pseudo-masks PM                 (ConvCRF from the boxes)
+stage 2    --train_group--> K group models                  (one per disjoint subset, WCE on PM)
+           --fuse---------> fusion masks FM, weight maps V  (ConvCRF of PM or P1..PK)
+stage 3    --train_final--> the final model of each method  (VWCE on FM and V, or the method's recipe)
+           --infer--------> masks on each scan's own grid   (largest component)
+           --evaluate-----> DSC, HD, HD95, ASD"""
 
 SCORES = ["dsc", "hd95_mm", "asd_mm", "box_dsc"]
 
