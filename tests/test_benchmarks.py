@@ -134,7 +134,8 @@ def test_recipe_bench_scores_each_variant_on_held_out_training_cases(tmp_path, c
         case = f"case_{i:05d}"
         lesion = sphere((16, 16, 16), (8, 8, 6 + i), 4.0)
         for template, array in ((layout.ROI_IMAGE, (0.3 + 0.4 * lesion + rng.normal(0, 0.03, lesion.shape)).astype(np.float32)),
-                                (layout.ROI_LABEL, lesion.astype(np.uint8))):
+                                (layout.ROI_LABEL, lesion.astype(np.uint8)),
+                                (layout.PSEUDO_MASK, np.roll(lesion, 1, axis=2).astype(np.uint8))):
             path = layout.path(template, tmp_path, case=case)
             path.parent.mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
@@ -148,4 +149,9 @@ def test_recipe_bench_scores_each_variant_on_held_out_training_cases(tmp_path, c
     table = pd.read_csv(out, sep="\t")
     assert list(table["variant"]) == ["base", "dice"] and list(table["loss"]) == ["wce", "dice_ce"]
     assert table["val_dsc"].between(0, 1).all() and (table["s_per_step"] > 0).all()
+    assert np.allclose(table["val_dsc"], table["val_dsc_reference"], atol=1e-4)  # trained on the labels: the same score
     assert "3 training cases, 1 held out" in capsys.readouterr().out
+    bench.main([str(tmp_path), "--config", str(ROOT / "tests" / "tiny_config.yaml"), "--steps", "4", "--validation", "1",
+                "--threads", "1", "--targets", "pseudo_mask", "--out", str(out), "--variant", "weak"])
+    weak = pd.read_csv(out, sep="\t").iloc[0]
+    assert 0 <= weak["val_dsc"] <= 1 and 0 <= weak["val_dsc_reference"] <= 1 and "targets: pseudo_mask" in capsys.readouterr().out
