@@ -99,15 +99,19 @@ WEAK = "weak"  # the box-supervised method as configured (``resolve``)
 METHOD_NAMES = (WEAK, *CATALOGUE)
 
 
-def resolve(name: str, k: int, final_loss: str) -> Method:
+def resolve(name: str, k: int, final_loss: str, full_loss: str = "wce") -> Method:
     """The recipe a configured method name stands for.
 
     ``weak`` is the paper's method as the config sets it: with groups (``groups.k`` > 0)
     the fusion masks with VWCE or WCE (``final.loss``); without (K = 0) there are no fusion
-    masks, so it trains on the pseudo-masks with WCE, as the paper's K = 0 row.
+    masks, so it trains on the pseudo-masks with WCE, as the paper's K = 0 row. ``full``
+    is the fully supervised reference with ``final.full_loss``: WCE (``full``) or Dice + CE
+    (``full_dice_ce``); its results stay under ``full``, the name the comparison reads.
     """
     if name == WEAK:
         name = "weak_pm_wce" if k == 0 else {"vwce": "weak_fm_vwce", "wce": "weak_fm_wce"}[final_loss]
+    elif name == "full":
+        name = {"wce": "full", "dice_ce": "full_dice_ce"}[full_loss]
     if name not in CATALOGUE:
         raise ValueError(f"unknown method {name!r}: one of {list(METHOD_NAMES)}")
     return CATALOGUE[name]

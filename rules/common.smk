@@ -111,7 +111,10 @@ TUMOR = DATASET["tumor_values"]
 ORGAN = DATASET["organ_values"]
 METHODS = config["methods"]
 # each configured method's recipe (boxseg.methods: 'weak' as groups.k and final.loss make it)
-RECIPE = {m: resolve(m, K, config["final"]["loss"]) for m in METHODS}
+RECIPE = {
+    m: resolve(m, K, config["final"]["loss"], config["final"].get("full_loss", "wce"))
+    for m in METHODS
+}
 FROM_BOXES = any(r.from_boxes for r in RECIPE.values())
 
 

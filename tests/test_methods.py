@@ -57,3 +57,8 @@ def test_the_papers_tables_name_catalogue_methods():
     from boxseg.tables import OURS, TABLE1, TABLE2
 
     assert {m for m, _, _ in TABLE1 + TABLE2} | {OURS[0]} <= set(CATALOGUE)
+
+
+def test_full_takes_its_loss_from_the_config():
+    assert resolve("full", 3, "vwce").name == "full" and resolve("full", 3, "vwce", "dice_ce").name == "full_dice_ce"
+    assert resolve("weak", 3, "vwce", "dice_ce").name == "weak_fm_vwce"
