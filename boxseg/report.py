@@ -203,7 +203,9 @@ def dsc_volume_figure(
         part = data[data["dataset"] == dataset]
         for i, (method, rows) in enumerate(part.groupby("method")):
             ax.scatter(rows["volume_ref_ml"], rows["dsc"], s=12, alpha=0.7, color=f"C{i}", label=method)
-        ax.set_xscale("log")
+        volumes = part["volume_ref_ml"][part["volume_ref_ml"] > 0]
+        if len(volumes) and volumes.max() > 10 * volumes.min():  # log only where volumes span a decade
+            ax.set_xscale("log")
         ax.set_xlabel("reference lesion volume (ml)")
         ax.set_ylabel(f"DSC ({postprocess})")
         ax.set_title(dataset)
