@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` through ``atomic_write``: the file appears only when it is complete."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through ``atomic_write``: the file appears only when it is complete.
+    Saved to memory first, so the archive's inner name is torch's fixed one rather than the
+    temporary file's: the same weights give the same bytes, run after run."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 def build_unet(features: Sequence[int], spatial_dims: int = 3) -> torch.nn.Module:

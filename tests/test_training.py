@@ -171,3 +171,12 @@ def test_the_loss_log_grows_as_training_goes(tmp_path):
     assert lines[0].startswith("epoch\tstep") and [line.split("\t")[1] for line in lines[1:]] == ["2", "4"]
     train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv", checkpoint_path=ckpt)
     assert [line.split("\t")[1] for line in (tmp_path / "l.tsv").read_text().splitlines()[1:]] == ["2", "4", "6"]
+
+
+def test_the_same_weights_give_the_same_model_file(tmp_path):
+    """model.pt holds no trace of the temporary file it was written through."""
+    images, targets = _data()
+    settings = TrainSettings(**{**TINY, "checkpoint_every": 0})
+    for name in ("a", "b"):
+        train(images, targets, settings, tmp_path / f"{name}.pt", tmp_path / f"{name}.tsv")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
