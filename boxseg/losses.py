@@ -94,19 +94,21 @@ def _dice_ce(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torc
 
 def _box(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Tensor:
     """(V)WCE with the box's constraints (``boxes.constraints``): background outside every box
-    at full weight (``empty_weight``), every line through a box crossing the lesion
-    (``tightness_weight``) and the lesion filling a band of its box (``box_size_weight``)."""
+    at full weight (``empty_weight``), every slice across a box touching the lesion
+    (``tightness_weight``) and the lesion filling a band of its box (``box_size_weight``);
+    voxels padded or rotated into the patch (``valid`` 0) weigh nothing."""
     from boxseg.boxes.constraints import emptiness_weight, size_penalty, tightness_penalty
 
-    target, box_map = batch["target"], batch["box_map"]
-    weights = emptiness_weight(batch.get("weight"), box_map, target, settings.class_weights, settings.empty_weight)
+    target, box_map, valid = batch["target"], batch["box_map"], batch.get("valid")
+    weights = emptiness_weight(batch.get("weight"), box_map, target, settings.class_weights, settings.empty_weight, valid)
     ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE)
     loss = (ce * weights).mean()
     p = torch.softmax(logits.float(), dim=1)[:, 1]
     if settings.tightness_weight:
-        loss = loss + settings.tightness_weight * tightness_penalty(p, box_map, settings.tightness_alpha)
+        loss = loss + settings.tightness_weight * tightness_penalty(p, box_map, settings.tightness_alpha, settings.tightness_core,
+                                                                   valid)
     if settings.box_size_weight:
-        loss = loss + settings.box_size_weight * size_penalty(p, box_map, settings.box_size_band)
+        loss = loss + settings.box_size_weight * size_penalty(p, box_map, settings.box_size_band, valid)
     return loss
 
 

@@ -65,7 +65,8 @@ class Method:
 
 # The box losses' terms (config.yaml ``box_losses``) -> training settings.
 BOX_LOSS_SETTINGS = {"empty_weight": "box_losses.empty_weight", "tightness_weight": "box_losses.tightness_weight",
-                     "tightness_alpha": "box_losses.tightness_alpha", "box_size_weight": "box_losses.size_weight",
+                     "tightness_alpha": "box_losses.tightness_alpha", "tightness_core": "box_losses.tightness_core",
+                     "box_size_weight": "box_losses.size_weight",
                      "box_size_band": "box_losses.size_band"}
 
 CATALOGUE: dict[str, Method] = {

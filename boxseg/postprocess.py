@@ -62,13 +62,14 @@ def lesion_labels(mask: np.ndarray, image: sitk.Image) -> tuple[np.ndarray, list
     components, n = ndi.label(np.asarray(mask, bool), structure=CONNECTIVITY_18)
     sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
     order = np.argsort(-sizes, kind="stable")
-    labels = np.zeros(components.shape, np.uint16)
+    relabel = np.zeros(n + 1, np.uint16)
+    relabel[order + 1] = np.arange(1, n + 1)
+    labels = relabel[components]  # one pass, however many components
+    centres = ndi.center_of_mass(np.ones(components.shape), components, order + 1) if n else []
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     rows = []
-    for new, old in enumerate(order, start=1):
-        where = components == old + 1
-        labels[where] = new
-        centre = index_to_physical(image, np.argwhere(where).mean(0)[None])[0]
+    for new, (old, centre) in enumerate(zip(order, centres), start=1):
+        point = index_to_physical(image, np.asarray(centre, float)[None])[0]
         rows.append({"lesion": new, "voxels": int(sizes[old]), "volume_ml": round(float(sizes[old]) * voxel_ml, 4),
-                     "centre_lps_mm": [round(float(c), 2) for c in centre]})
+                     "centre_lps_mm": [round(float(c), 2) for c in point]})
     return labels, rows

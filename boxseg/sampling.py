@@ -54,11 +54,15 @@ class Cases:
 
     def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], extras: dict[str, Sequence[np.ndarray]],
                  foreground_fraction: float):
-        self.names = ("target", *extras)
+        # the box losses also get where a patch holds the ROI (``valid``: 0 where padded or rotated in)
+        valid = "box_map" in extras
+        self.names = ("target", *extras, *(("valid",) if valid else ()))
         self.volumes = []
         for i, image in enumerate(images):
             volume = [np.asarray(image, np.float32), np.asarray(targets[i], np.int64)]
             volume += [np.asarray(extras[name][i], np.float32) for name in extras]
+            if valid:
+                volume.append(np.ones(np.shape(image), np.float32))
             self.volumes.append(volume)
         self.foreground = [np.argwhere(v[1] == 1) if foreground_fraction > 0 else None for v in self.volumes]
 

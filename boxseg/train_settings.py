@@ -53,11 +53,12 @@ class TrainSettings:
             against their targets, beside the DSC on as many training cases (``train_dsc``,
             ``val_dsc`` columns of the loss log). 0: none held out.
         validate_every: steps between validations (rounded up to whole epochs; 0: only at the end).
-        empty_weight, tightness_weight, tightness_alpha, box_size_weight, box_size_band: the box
-            losses' terms (``losses``: ``box_wce``, ``box_vwce``; ``boxes.constraints``):
-            outside-the-boxes background weight (times the largest inside weight), the weight
-            of the line constraint and its smooth maximum's alpha, the weight of the size
-            band and the band as fractions of the box's volume.
+        empty_weight, tightness_weight, tightness_alpha, tightness_core, box_size_weight,
+            box_size_band: the box losses' terms (``losses``: ``box_wce``, ``box_vwce``;
+            ``boxes.constraints``): outside-the-boxes background weight (times the largest
+            inside weight), the weight of the slice constraint, its smooth maximum's alpha
+            and the central fraction of each box it asks, the weight of the size band and
+            the band as fractions of the box's volume.
 
     Targets may hold IGNORE (255) where a voxel is unlabelled: the cross-entropy is then the
     mean over labelled voxels (partial cross-entropy).
@@ -92,6 +93,7 @@ class TrainSettings:
     empty_weight: float = 1.0
     tightness_weight: float = 0.0
     tightness_alpha: float = 4.0
+    tightness_core: float = 0.6
     box_size_weight: float = 0.0
     box_size_band: tuple = (0.2, 0.8)
 
@@ -112,8 +114,9 @@ class TrainSettings:
         if not 0 <= self.ema_decay < 1 or min(self.rotate_deg, self.scale_range, self.gamma_range, self.noise_std) < 0:
             raise ValueError("ema_decay must lie in [0, 1) and the augmentation ranges be >= 0")
         low, high = self.box_size_band
-        if not 0 <= low <= high <= 1 or min(self.empty_weight, self.tightness_weight, self.box_size_weight) < 0:
-            raise ValueError("box_size_band must be 0 <= low <= high <= 1 and the box loss weights >= 0")
+        if not 0 <= low <= high <= 1 or min(self.empty_weight, self.tightness_weight, self.box_size_weight) < 0 \
+                or not 0 < self.tightness_core <= 1:
+            raise ValueError("box_size_band must be 0 <= low <= high <= 1, tightness_core in (0, 1] and the box loss weights >= 0")
         if self.validation_cases < 0 or self.validate_every < 0:
             raise ValueError("validation_cases and validate_every must be >= 0")
 

@@ -58,10 +58,10 @@ def train_step(run: Run, x: torch.Tensor, batch: dict, loss: LossFunction, setti
 
 
 def _autocast(settings: TrainSettings, device: torch.device) -> contextlib.AbstractContextManager:
-    if not settings.mixed_precision:
+    """bfloat16 autocast with ``mixed_precision``; float32 on a GPU without bfloat16 (float16
+    would need a gradient scaler to keep small gradients from vanishing)."""
+    if not settings.mixed_precision or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
         return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.float16)
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -127,7 +127,7 @@ def resume(run: Run, checkpoint_path: Path | None, fingerprint: str | None, devi
     if run.average is not None:
         run.average.load_state_dict(state["average"])
     run.rng.bit_generator.state = state["numpy_rng"]
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto the run's device; the CPU generator's state is CPU-only
     run.step, run.history = int(state["step"]), [list(row) for row in state["history"]]
     run.epoch_losses = [float(v) for v in state["epoch_losses"]]
 

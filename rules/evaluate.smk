@@ -120,6 +120,7 @@ rule overview:
     """The run's overview page: the scores as tables, the comparison with the fully supervised
     model, the training labels' quality, DSC against volume, curves and overlays."""
     input:
+        cases=L.CASES,
         summary=L.SUMMARY,
         comparison=L.COMPARISON,
         metrics=L.METRICS,

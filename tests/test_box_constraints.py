@@ -22,26 +22,45 @@ def test_smooth_max_lies_between_mean_and_max():
     assert 0.4 < smooth_max(p, mask, 1, 4.0).item() < 0.9 and smooth_max(p, mask, 1, 200.0).item() == pytest.approx(0.9, abs=1e-3)
 
 
-def test_tightness_is_low_when_every_line_crosses_the_lesion():
+def test_tightness_is_low_when_every_slice_touches_the_lesion():
     box_map = _box_map()
     inside = box_map[0] > 0
-    crosses = torch.zeros_like(box_map)
-    crosses[0, 5, 3:9, 3:7] = 1.0  # a slab through the box: every z-line crosses it, y- and x-lines only at z = 5
+    slab = torch.zeros_like(box_map)
+    slab[0, 5, 3:9, 3:7] = 1.0  # one axial slice: every coronal and sagittal slice touches it, one axial slice does
+    sphere_like = torch.zeros_like(box_map)
+    sphere_like[0, 4:7, 4:8, 3:7] = 1.0  # a lesion through the box's core: every core slice touches it
     full = torch.where(inside, 1.0, 0.0)[None]
     empty = torch.zeros_like(box_map)
-    assert tightness_penalty(full, box_map).item() == pytest.approx(0.0, abs=1e-4)
+    assert tightness_penalty(full, box_map, alpha=10.0).item() == pytest.approx(0.0, abs=1e-4)
     assert tightness_penalty(empty, box_map).item() > 10  # -log(1e-6)
-    assert tightness_penalty(full, box_map) < tightness_penalty(crosses, box_map) < tightness_penalty(empty, box_map)
+    assert tightness_penalty(sphere_like, box_map, alpha=10.0) < tightness_penalty(slab, box_map, alpha=10.0)
+    assert tightness_penalty(slab, box_map) < tightness_penalty(empty, box_map)
 
 
-def test_a_box_cut_by_the_patch_gives_no_lines_along_the_cut_axis():
+def test_only_the_core_slices_of_a_loose_box_are_asked():
+    box_map = _box_map(lo=(1, 1, 1), hi=(11, 11, 11))  # 10 slices along each axis
+    p = torch.zeros_like(box_map)
+    p[0, 3:9, 3:9, 3:9] = 1.0  # the lesion leaves two slices of margin on every side
+    assert tightness_penalty(p, box_map, alpha=30.0, core=0.6).item() == pytest.approx(0.0, abs=1e-3)
+    assert tightness_penalty(p, box_map, alpha=30.0, core=1.0).item() > 1.0  # the margin slices miss it
+
+
+def test_a_box_cut_by_the_patch_is_asked_only_across_axes_it_is_whole_along():
     box_map = _box_map(lo=(0, 3, 3), hi=(12, 9, 7))  # whole along y and x, cut along z
     p = torch.zeros_like(box_map)
-    p[0, :, 5, 4] = 1.0  # one z-line holds the lesion: y- and x-lines through every z cross it ... not all
-    value = tightness_penalty(p, box_map)
-    only_z = _box_map(lo=(0, 3, 3), hi=(12, 9, 7))
-    assert value.item() > 0 and torch.isfinite(value)
-    assert size_penalty(p, only_z, (0.2, 0.8)).item() == 0.0  # a cut box has no size term
+    p[0, :, 5:7, 4:6] = 1.0  # a column through every axial slice
+    assert tightness_penalty(p, box_map, alpha=30.0).item() == pytest.approx(0.0, abs=1e-3)  # axial slices only
+    assert size_penalty(p, box_map, (0.2, 0.8)).item() == 0.0  # a cut box has no size term
+
+
+def test_invalid_voxels_weigh_nothing_and_cut_the_boxes_they_touch():
+    box_map = _box_map()
+    valid = torch.ones_like(box_map)
+    valid[0, :, :, 7:] = 0  # rotated in beside the box
+    p = torch.zeros_like(box_map)
+    assert tightness_penalty(p, box_map, valid=valid).item() == 0.0 and size_penalty(p, box_map, (0.2, 0.8), valid).item() == 0.0
+    w = emptiness_weight(None, box_map, (box_map > 0).long(), (0.2, 1.0), 1.0, valid)
+    assert (w[valid == 0] == 0).all() and (w[(valid == 1) & (box_map == 0)] == 1.0).all()
 
 
 def test_size_band():
@@ -78,6 +97,6 @@ def test_the_box_loss_adds_its_terms_to_vwce():
     settings = TrainSettings(class_weights=(1.0, 1.0), tightness_weight=0.5, box_size_weight=2.0)
     full = loss_function("box_vwce")(logits, batch, settings)
     p = torch.softmax(logits, 1)[:, 1]
-    expected = ce + 0.5 * tightness_penalty(p, box_map) + 2.0 * size_penalty(p, box_map, (0.2, 0.8))
+    expected = ce + 0.5 * tightness_penalty(p, box_map, 4.0, 0.6) + 2.0 * size_penalty(p, box_map, (0.2, 0.8))
     assert full.item() == pytest.approx(expected.item(), rel=1e-5)
     assert np.isfinite(full.item())

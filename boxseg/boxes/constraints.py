@@ -4,16 +4,20 @@ A box drawn around a lesion says three things a pseudo-mask does not (Kervadec e
 2020; Wang and Xia 2021):
 
 * emptiness: outside every box there is no lesion;
-* tightness: every line through the box along an axis crosses the lesion, since the
-  lesion touches every face of its tight box (``tightness_penalty``: a smooth maximum
-  of the lesion probability along each line, pushed towards 1);
+* tightness: every slice through the box across an axis touches the lesion, since the
+  lesion touches every face of its tight box (``tightness_penalty``: a smooth maximum of
+  the lesion probability over each slice, pushed towards 1; in 3D a line through the box
+  may miss a round lesion, a slice may not). A drawn box is looser than the lesion, so only
+  the slices in the box's central ``core`` fraction along each axis are asked;
 * size: the lesion fills a band of the box's volume (``size_penalty``), a band set from
   the box alone, never from the true lesion.
 
-They act on a training patch and its box map (``lesion id`` per voxel on the ROI grid,
-0 outside every box; ``layout.ROI_BOX_MAP``). A box cut by the patch's border along an
-axis gives no line along that axis (the lesion may lie beyond the cut) and no size
-term. Tensors are (B, z, y, x) lesion probabilities and box maps.
+They act on a training patch and its box map (lesion id per voxel on the ROI grid, 0
+outside every box; ``layout.ROI_BOX_MAP``), and on its ``valid`` map: 1 where the patch
+holds the ROI, 0 where it was padded or rotated in. A box that reaches the patch's border
+or an invalid voxel is cut: across an axis it is cut along, a slice may have lost the
+lesion to the cut, so only the slices across axes it is whole along are asked, and a cut
+box has no size term. Invalid voxels weigh nothing. Tensors are (B, z, y, x).
 """
 
 from __future__ import annotations
@@ -31,39 +35,79 @@ def smooth_max(p: torch.Tensor, mask: torch.Tensor, dim: int, alpha: float) -> t
     return (p * weights).sum(dim) / weights.sum(dim).clamp_min(1e-12)
 
 
-def _cut_axes(box: torch.Tensor) -> list[bool]:
-    """Per axis of a (z, y, x) box mask: whether it touches the patch's first or last slice."""
+def _cut_axes(box: torch.Tensor, invalid: torch.Tensor | None) -> list[bool]:
+    """Per axis of a (z, y, x) box mask: whether it reaches the patch's first or last slice
+    along it, or (every axis) an invalid voxel next to it."""
+    if invalid is not None and bool((_grow(box) & invalid).any()):
+        return [True] * box.dim()
     return [bool(box.select(a, 0).any() or box.select(a, box.shape[a] - 1).any()) for a in range(box.dim())]
 
 
-def tightness_penalty(p: torch.Tensor, box_map: torch.Tensor, alpha: float = 4.0) -> torch.Tensor:
-    """Mean over the lines through every box (along each axis it is whole in the patch) of
-    -log(smooth max of p along the line); 0 when no box gives a line."""
+def _grow(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` and its face neighbours."""
+    grown = mask.clone()
+    for axis in range(mask.dim()):
+        grown |= torch.roll(mask, 1, axis) | torch.roll(mask, -1, axis)
+    return grown
+
+
+def _boxes(box_map: torch.Tensor, b: int) -> list[torch.Tensor]:
+    return [box_map[b] == lesion for lesion in torch.unique(box_map[b]) if lesion != 0]
+
+
+def _core(box: torch.Tensor, axis: int, core: float) -> torch.Tensor:
+    """The box's slices across ``axis`` in its central ``core`` fraction along it."""
+    present = box.any(dim=tuple(a for a in range(box.dim()) if a != axis))
+    index = torch.nonzero(present).flatten()
+    lo, hi = int(index.min()), int(index.max()) + 1
+    trim = int((hi - lo) * (1.0 - core) / 2.0)
+    keep = torch.zeros_like(present)
+    keep[lo + trim : max(hi - trim, lo + trim + 1)] = True
+    shape = [1] * box.dim()
+    shape[axis] = -1
+    return box & keep.view(shape)
+
+
+def tightness_penalty(p: torch.Tensor, box_map: torch.Tensor, alpha: float = 4.0, core: float = 0.6,
+                      valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the slices through every box (its ``core`` along each axis the box is whole
+    across) of -log(smooth max of p over the slice); 0 when no box gives a slice."""
     terms = []
     for b in range(p.shape[0]):
-        for lesion in torch.unique(box_map[b]):
-            if lesion == 0:
-                continue
-            box = box_map[b] == lesion
-            for axis, cut in enumerate(_cut_axes(box)):
-                if cut:
-                    continue
-                lines = box.any(axis)
-                if lines.any():
-                    peak = smooth_max(p[b], box.to(p.dtype), axis, alpha)[lines]
+        invalid = None if valid is None else valid[b] <= 0
+        for box in _boxes(box_map, b):
+            cut = _cut_axes(box, invalid)
+            for axis in range(box.dim()):
+                if any(cut[other] for other in range(box.dim()) if other != axis):
+                    continue  # a slice across this axis may have lost the lesion to a cut
+                region = _core(box, axis, core)
+                others = tuple(a for a in range(box.dim()) if a != axis)
+                slices = region.any(dim=others)
+                if slices.any():
+                    peak = _smooth_max_over(p[b], region.to(p.dtype), others, alpha)[slices]
                     terms.append(-torch.log(peak.clamp_min(1e-6)))
     return torch.cat(terms).mean() if terms else p.sum() * 0.0
 
 
-def size_penalty(p: torch.Tensor, box_map: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+def _smooth_max_over(p: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...], alpha: float) -> torch.Tensor:
+    """``smooth_max`` over several dimensions (moved last and flattened)."""
+    keep = [d for d in range(p.dim()) if d not in dims]
+    order = keep + list(dims)
+    flat_p = p.permute(order).flatten(len(keep))
+    flat_mask = mask.permute(order).flatten(len(keep))
+    return smooth_max(flat_p, flat_mask, -1, alpha)
+
+
+def size_penalty(p: torch.Tensor, box_map: torch.Tensor, band: tuple[float, float],
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the boxes whole in the patch of relu(lo V - S)^2 + relu(S - hi V)^2 / V^2, S the
     predicted lesion volume in the box and V the box's volume; 0 when no box is whole."""
     low, high = band
     terms = []
     for b in range(p.shape[0]):
-        for lesion in torch.unique(box_map[b]):
-            box = box_map[b] == lesion
-            if lesion == 0 or any(_cut_axes(box)):
+        invalid = None if valid is None else valid[b] <= 0
+        for box in _boxes(box_map, b):
+            if any(_cut_axes(box, invalid)):
                 continue
             volume = box.sum().to(p.dtype)
             predicted = p[b][box].sum()
@@ -72,12 +116,13 @@ def size_penalty(p: torch.Tensor, box_map: torch.Tensor, band: tuple[float, floa
 
 
 def emptiness_weight(voxel_weight: torch.Tensor | None, box_map: torch.Tensor, target: torch.Tensor,
-                     class_weights: tuple[float, float], empty_weight: float) -> torch.Tensor:
+                     class_weights: tuple[float, float], empty_weight: float, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Per-voxel cross-entropy weights that make outside-the-boxes background at full weight:
     inside the boxes the class weight times V (1 without V); outside, ``empty_weight`` times
     the largest weight any voxel inside may have (the lesion class weight times max V), so a
-    group model's false positive there (which lowers V) cannot lower it."""
+    group model's false positive there (which lowers V) cannot lower it. Invalid voxels: 0."""
     w = torch.as_tensor(class_weights, dtype=torch.float32, device=target.device)[target.clamp(0, 1)]
     inside_weight = w if voxel_weight is None else w * voxel_weight
     full = class_weights[1] * (voxel_weight.max() if voxel_weight is not None else 1.0)
-    return torch.where(box_map > 0, inside_weight, torch.as_tensor(empty_weight * full, dtype=w.dtype, device=w.device))
+    weights = torch.where(box_map > 0, inside_weight, torch.as_tensor(empty_weight * full, dtype=w.dtype, device=w.device))
+    return weights if valid is None else weights * (valid > 0)
