@@ -253,13 +253,18 @@ def train(
             _end_epoch(run, settings, progress, validate, loss_log_path)
         if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
             save_checkpoint(run, checkpoint_path, job)
-    if run.step < settings.steps:
-        return run.final
+    if run.step == settings.steps:  # stopped early (stop_after): no model, the checkpoint stays
+        _finish(run, settings, model_path, loss_log_path, bool(held), checkpoint_path, preprocessing)
+    return run.final
+
+
+def _finish(run: Run, settings: TrainSettings, model_path: str | os.PathLike, loss_log_path: str | os.PathLike,
+            validated: bool, checkpoint_path: Path | None, preprocessing: dict | None) -> None:
+    """Write the model and the whole loss log; drop the checkpoint."""
     save_model(run.final, settings, model_path, preprocessing)
-    write_text(_loss_log(run.history, bool(held)), loss_log_path)
+    write_text(_loss_log(run.history, validated), loss_log_path)
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)
-    return run.final
 
 
 def _validator(images: Sequence[np.ndarray], targets: Sequence[np.ndarray], fit: list[int], held: list[int],
