@@ -144,3 +144,20 @@ def test_a_model_records_its_preprocessing_and_inference_checks_it(tmp_path):
         else:
             run()
             assert outputs[2].exists()
+
+
+def test_box_losses_see_where_a_patch_holds_the_roi():
+    """With a box map, every patch carries ``valid``: 1 on the ROI, 0 where it was padded or
+    rotated in, so the box losses can tell a cut box from a whole one."""
+    from boxseg.sampling import Cases, sample_batch
+
+    image = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    target = np.zeros((20, 20, 20), np.int64)
+    box_map = np.zeros((20, 20, 20), np.float32)
+    box_map[5:15, 5:15, 5:15] = 1
+    cases = Cases([image], [target], {"box_map": [box_map]}, 0.0)
+    assert cases.names == ("target", "box_map", "valid")
+    settings = TrainSettings(batch_size=1, patch_size=(24, 24, 24), features=(4, 8), rotate_deg=30.0)
+    _, batch = sample_batch(np.random.default_rng(1), cases, settings, torch.device("cpu"))
+    valid = batch["valid"][0]
+    assert valid.shape == (24, 24, 24) and (valid == 0).any() and (valid == 1).any()  # padded beyond 20 voxels, rotated
