@@ -141,7 +141,7 @@ def train_sdi(images: Sequence[np.ndarray], initial: Sequence[np.ndarray], boxes
     def round_files() -> list[Path]:  # every file of this job's rounds: models, loss logs, checkpoints, the fingerprint
         return sorted(base.parent.glob(f"{base.name}.round*"))
 
-    if not kept.exists() or kept.read_text() != job:
+    if not kept.exists() or kept.read_text(encoding="utf-8") != job:
         stale = [p for p in round_files() if p != kept]
         if stale:
             logging.getLogger("boxseg").warning("%s: kept SDI rounds were written for other settings or training data: training from round 0", base)

@@ -163,4 +163,4 @@ def merged(paths: Iterable[str | os.PathLike]) -> dict:
 
     from boxseg.experiments import merge_config
 
-    return functools.reduce(merge_config, (yaml.safe_load(Path(path).read_text()) or {} for path in paths), {})
+    return functools.reduce(merge_config, (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {} for path in paths), {})

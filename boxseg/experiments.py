@@ -53,7 +53,7 @@ def plan(config: dict, root: Path) -> list:
         if data_dir is not None and not data_dir.is_dir():
             print(f"experiments: skipping {name}: {data_dir} not found", file=sys.stderr)
             continue
-        base = yaml.safe_load((root / dataset["configfile"]).read_text())
+        base = yaml.safe_load((root / dataset["configfile"]).read_text(encoding="utf-8"))
         for margin in config["margins_mm"]:
             for seed in config["seeds"]:
                 methods = list(config["methods"])
@@ -117,7 +117,7 @@ def _iso(seconds: float) -> str:
 
 def read_times(path: Path) -> list:
     times = path / "run_times.tsv"
-    return [line.split("\t") for line in times.read_text().splitlines()[1:]] if times.exists() else []
+    return [line.split("\t") for line in times.read_text(encoding="utf-8").splitlines()[1:]] if times.exists() else []
 
 
 def write_times(path: Path, rows: list[list[str]]) -> None:
@@ -207,7 +207,7 @@ def figures_and_report(config: dict, runs: list, tables: dict[str, pd.DataFrame]
         test = sheet[(sheet["split"] == "test") & (sheet["label"] != "")]
         if len(test) and L.path(L.METRICS, run["path"]).exists():
             row = test.iloc[0]
-            base = yaml.safe_load(run["configfile"].read_text())
+            base = yaml.safe_load(run["configfile"].read_text(encoding="utf-8"))
             image, label = (p if Path(p).is_absolute() else run["path"] / p for p in (row["image"], row["label"]))
             variant_overlay_figure(run["path"], row["case"], image, label, run["methods"], f"{prefix}_variants.png",
                                    tumor_values=base["dataset"]["tumor_values"], window_hu=base.get("preprocess", {}).get("window_hu", [-200, 500]))
@@ -226,7 +226,7 @@ def figures_and_report(config: dict, runs: list, tables: dict[str, pd.DataFrame]
         html += [f"<h3>{path.name}</h3>", _img(path)]
     html.append("</body></html>")
     out = root / config["tables_dir"] / "report.html"
-    out.write_text("\n".join(html))
+    out.write_text("\n".join(html), encoding="utf-8")
     return out
 
 
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.training_threads is not None and args.training_threads < 1:
         ap.error(f"--training-threads {args.training_threads}: at least 1")
     root = Path(args.root).resolve()
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     runs = plan(config, root)
     start = time.perf_counter()
     failed = []

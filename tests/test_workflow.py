@@ -78,7 +78,7 @@ class TestTinyWorkflow:
         assert [m["name"] for m in markups] == [f"lesion {b['lesion']}" for b in boxes]
 
     def test_the_overview_page_opens_on_what_was_achieved(self, tiny_run):
-        page = (tiny_run / "results/overview.html").read_text()
+        page = (tiny_run / "results/overview.html").read_text(encoding="utf-8")
         order = [page.index(h) for h in ("<h2>Test scores</h2>", "<h2>Against the fully supervised model</h2>",
                                           "<h2>Training labels (Table 3)</h2>", "<h2>DSC against lesion volume</h2>",
                                           "<h2>Training</h2>", "<h2>Test cases</h2>")]

@@ -75,7 +75,7 @@ def read_slicer_rois(path: str | os.PathLike) -> list[dict]:
     """
     import json
 
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         document = json.load(f)
     markups = document.get("markups") if isinstance(document, dict) else None
     if not isinstance(markups, list) or not all(isinstance(m, dict) for m in markups):
