@@ -41,28 +41,28 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
         raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
     _check_preprocessing(case, model_path, roi_image_path)
     prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
-    raw = to_original_grid(prob_roi, original) > 0.5
+    probability = to_original_grid(prob_roi, original)
+    raw = probability > 0.5
     mask = postprocess_mask(raw, boxes, original, postprocess)
     log.info("case %s: %d voxels, %d after %s (boxes from %s)", case, int(raw.sum()), int(mask.sum()), postprocess, boxes["source"])
     write_image(prob_roi, out_probability)
     write_image(array_like(raw.astype(np.uint8), original), out_raw)
     if extra:
-        _write_extra(extra, prob_roi, mask, boxes, original)
+        _write_extra(extra, probability, mask, boxes, original)
     write_image(array_like(mask.astype(np.uint8), original), out_mask)
 
 
-def _write_extra(extra: dict, prob_roi: sitk.Image, mask: np.ndarray, boxes: dict, original: sitk.Image) -> None:
+def _write_extra(extra: dict, probability: np.ndarray, mask: np.ndarray, boxes: dict, original: sitk.Image) -> None:
     import json
 
     import pandas as pd
 
     from boxseg.atomic import write_text
     from boxseg.boxes import slicer_markups
-    from boxseg.geometry import to_original_grid
     from boxseg.postprocess import lesion_labels
 
     if "probability" in extra:
-        write_image(array_like(to_original_grid(prob_roi, original).astype(np.float32), original), extra["probability"])
+        write_image(array_like(probability.astype(np.float32), original), extra["probability"])
     if "lesions" in extra or "lesion_table" in extra:
         labels, rows = lesion_labels(mask, original)
         if "lesions" in extra:
