@@ -4,7 +4,15 @@ box prior. The names most steps need are importable from ``boxseg.boxes``.
 """
 
 from boxseg.boxes.files import box_rows, box_rows_by_case, read_box_table, read_slicer_rois, slicer_markups
-from boxseg.boxes.grid import Bounds, bounds_mask, bounds_on_grid, bounds_on_roi, lesion_id_map, roi_bounds
+from boxseg.boxes.grid import (
+    Bounds,
+    bounds_id_map,
+    bounds_mask,
+    bounds_on_grid,
+    bounds_on_roi,
+    lesion_id_map,
+    roi_bounds,
+)
 from boxseg.boxes.protocol import BOX_PROTOCOLS, boxes_from_label, face_margins, make_boxes, protocol_rng
 from boxseg.boxes.records import (
     DRAWN_BOX_KEYS,
@@ -21,6 +29,7 @@ __all__ = [
     "DRAWN_BOX_KEYS",
     "USER_BOX_SOURCES",
     "Bounds",
+    "bounds_id_map",
     "bounds_mask",
     "bounds_on_grid",
     "bounds_on_roi",

@@ -67,6 +67,15 @@ def bounds_mask(bounds: Iterable[Bounds], shape: Sequence[int]) -> np.ndarray:
     return mask
 
 
+def bounds_id_map(bounds: Sequence[Bounds], ids: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """(z, y, x) uint8 map of each box's id on the voxels whose centres lie inside it; where
+    boxes overlap, the first box's."""
+    out = np.zeros(shape, np.uint8)
+    for box, box_id in zip(bounds, ids, strict=True):
+        out[bounds_mask([box], shape) & (out == 0)] = box_id
+    return out
+
+
 def roi_bounds(records: Sequence[dict], geometry: dict, roi: sitk.Image) -> list[tuple[Bounds, dict]]:
     """``bounds_on_roi`` for a case whose original grid is known from its ROI geometry record
     (``layout.ROI_GEOMETRY``, written by preprocessing)."""

@@ -108,7 +108,7 @@ def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, source: str
 def box_map_case(case: str, roi_image_path: Path, boxes_json: Path, geometry_json: Path, out_map: Path) -> None:
     """A training case's boxes on its ROI grid as a uint8 map of lesion ids (0 outside every
     box; where boxes overlap, the first), for the losses that use the boxes' constraints."""
-    from boxseg.boxes import bounds_mask, read_boxes, roi_bounds
+    from boxseg.boxes import bounds_id_map, read_boxes, roi_bounds
     from boxseg.io import read_array, read_json
 
     _, roi = read_array(roi_image_path, case)
@@ -116,7 +116,5 @@ def box_map_case(case: str, roi_image_path: Path, boxes_json: Path, geometry_jso
     kept = roi_bounds(read_boxes(boxes_json, case)["boxes"], read_json(geometry_json), roi)
     if not kept:
         raise CaseError(case, boxes_json, "no box overlaps the region of interest")
-    ids = np.zeros(shape, np.uint8)
-    for bounds, record in kept:
-        ids[bounds_mask([bounds], shape) & (ids == 0)] = int(record["lesion"])
+    ids = bounds_id_map([b for b, _ in kept], [int(r["lesion"]) for _, r in kept], shape)
     write_image(array_like(ids, roi), out_map)

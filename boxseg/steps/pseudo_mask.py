@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from boxseg.boxes import bounds_mask, read_boxes, roi_bounds
+from boxseg.boxes import bounds_id_map, read_boxes, roi_bounds
 from boxseg.io import CaseError, array_like, read_array, read_json, spacing_zyx, write_image
 
 log = logging.getLogger("boxseg")
@@ -32,9 +32,7 @@ def pseudo_mask_case(case: str, roi_image_path: str | os.PathLike, boxes_json: s
     slack = float(record.get("slack_mm") or 0.0)
     prob = pseudo_mask_from_boxes(image, bounds, spacing_zyx(roi), CRFParams.from_dict(crf_params), select_device(device, claim=False),
                                   slack_mm=slack)
-    regions = np.zeros(image.shape, np.uint8)
-    for i, b in enumerate(bounds, start=1):
-        regions[bounds_mask([b], image.shape) & (regions == 0)] = i
+    regions = bounds_id_map(bounds, range(1, len(bounds) + 1), image.shape)
     mask = largest_component_per_region(prob > 0.5, regions)
     log.info("case %s: pseudo-mask %d voxels in %d box(es), stated slack %g mm", case, int(mask.sum()), len(bounds), slack)
     write_image(array_like(mask.astype(np.uint8), roi), out_mask)
