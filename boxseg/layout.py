@@ -79,6 +79,11 @@ TRAINING_FILES = {
 }
 
 
+def roi_geometry_of(roi_image: str | os.PathLike) -> Path:
+    """The geometry record beside a case's ROI image (``ROI_GEOMETRY`` beside ``ROI_IMAGE``)."""
+    return Path(roi_image).with_name(Path(ROI_GEOMETRY).name)
+
+
 def path(template: str, run_dir: str | os.PathLike = ".", **wildcards: object) -> Path:
     """A file of the run in ``run_dir``: ``template`` with its wildcards filled in.
 

@@ -77,13 +77,12 @@ def _write_extra(extra: dict, probability: np.ndarray, mask: np.ndarray, boxes: 
 def _check_preprocessing(case: str, model_path: str | os.PathLike, roi_image_path: str | os.PathLike) -> None:
     """A one-line error when the case was preprocessed otherwise than the model's training
     images (another spacing or HU window: ``model=`` under another config)."""
-    from pathlib import Path
 
     from boxseg import layout
     from boxseg.io import read_json
     from boxseg.network import model_preprocessing, preprocessing_mismatch
 
-    geometry = Path(roi_image_path).with_name(Path(layout.ROI_GEOMETRY).name)
+    geometry = layout.roi_geometry_of(roi_image_path)
     if not geometry.exists():
         return
     mismatch = preprocessing_mismatch(model_preprocessing(model_path), read_json(geometry))

@@ -92,11 +92,10 @@ def train_model(training_set: str | os.PathLike, out_model: str | os.PathLike, o
 def _preprocessing(roi_image: str) -> dict | None:
     """The preprocessing of a training ROI (its geometry record beside it, ``layout``):
     spacing and HU window, which the model records so inference can check cases against it."""
-    from pathlib import Path
 
     from boxseg import layout
 
-    geometry = Path(roi_image).with_name(Path(layout.ROI_GEOMETRY).name)
+    geometry = layout.roi_geometry_of(roi_image)
     if not geometry.exists():
         return None
     record = read_json(geometry)
