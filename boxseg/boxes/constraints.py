@@ -22,6 +22,8 @@ box has no size term. Invalid voxels weigh nothing. Tensors are (B, z, y, x).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 
@@ -51,8 +53,14 @@ def _grow(mask: torch.Tensor) -> torch.Tensor:
     return grown
 
 
-def _boxes(box_map: torch.Tensor, b: int) -> list[torch.Tensor]:
-    return [box_map[b] == lesion for lesion in torch.unique(box_map[b]) if lesion != 0]
+def _boxes(box_map: torch.Tensor, valid: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor, list[bool]]]:
+    """(patch, box mask, cut per axis) of every box in the batch (``_cut_axes``)."""
+    for b in range(box_map.shape[0]):
+        invalid = None if valid is None else valid[b] <= 0
+        for lesion in torch.unique(box_map[b]):
+            if lesion != 0:
+                box = box_map[b] == lesion
+                yield b, box, _cut_axes(box, invalid)
 
 
 def _core(box: torch.Tensor, axis: int, core: float) -> torch.Tensor:
@@ -73,19 +81,16 @@ def tightness_penalty(p: torch.Tensor, box_map: torch.Tensor, alpha: float = 4.0
     """Mean over the slices through every box (its ``core`` along each axis the box is whole
     across) of -log(smooth max of p over the slice); 0 when no box gives a slice."""
     terms = []
-    for b in range(p.shape[0]):
-        invalid = None if valid is None else valid[b] <= 0
-        for box in _boxes(box_map, b):
-            cut = _cut_axes(box, invalid)
-            for axis in range(box.dim()):
-                if any(cut[other] for other in range(box.dim()) if other != axis):
-                    continue  # a slice across this axis may have lost the lesion to a cut
-                region = _core(box, axis, core)
-                others = tuple(a for a in range(box.dim()) if a != axis)
-                slices = region.any(dim=others)
-                if slices.any():
-                    peak = _smooth_max_over(p[b], region.to(p.dtype), others, alpha)[slices]
-                    terms.append(-torch.log(peak.clamp_min(1e-6)))
+    for b, box, cut in _boxes(box_map, valid):
+        for axis in range(box.dim()):
+            if any(cut[other] for other in range(box.dim()) if other != axis):
+                continue  # a slice across this axis may have lost the lesion to a cut
+            region = _core(box, axis, core)
+            others = tuple(a for a in range(box.dim()) if a != axis)
+            slices = region.any(dim=others)
+            if slices.any():
+                peak = _smooth_max_over(p[b], region.to(p.dtype), others, alpha)[slices]
+                terms.append(-torch.log(peak.clamp_min(1e-6)))
     return torch.cat(terms).mean() if terms else p.sum() * 0.0
 
 
@@ -104,11 +109,8 @@ def size_penalty(p: torch.Tensor, box_map: torch.Tensor, band: tuple[float, floa
     predicted lesion volume in the box and V the box's volume; 0 when no box is whole."""
     low, high = band
     terms = []
-    for b in range(p.shape[0]):
-        invalid = None if valid is None else valid[b] <= 0
-        for box in _boxes(box_map, b):
-            if any(_cut_axes(box, invalid)):
-                continue
+    for b, box, cut in _boxes(box_map, valid):
+        if not any(cut):
             volume = box.sum().to(p.dtype)
             predicted = p[b][box].sum()
             terms.append((torch.relu(low * volume - predicted) ** 2 + torch.relu(predicted - high * volume) ** 2) / volume**2)
