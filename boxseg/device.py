@@ -15,8 +15,10 @@ import os
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_LOCK_DIR = "/tmp/boxseg-gpu-locks"
 _held_locks: list = []  # open lock files, kept for the life of the process
@@ -24,6 +26,8 @@ _held_locks: list = []  # open lock files, kept for the life of the process
 
 def configure_torch(threads: int, seed: int | None = None) -> None:
     """Use exactly ``threads`` CPU threads (jobs run side by side) and deterministic kernels."""
+    import torch
+
     torch.set_num_threads(max(int(threads), 1))
     try:
         torch.set_num_interop_threads(max(int(threads), 1))
@@ -64,8 +68,20 @@ def claim_gpu(n_devices: int, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, ti
         time.sleep(1.0)
 
 
+def inference_claims_gpu(device: str, dev_dir: str | os.PathLike = "/dev") -> bool:
+    """Whether a per-case inference job should claim a GPU (declare the ``gpu`` resource):
+    for an explicit cuda ``device``, or "auto" on a host with an NVIDIA device node (checked
+    without starting CUDA, so the workflow's DAG build stays fast). Elsewhere such jobs run
+    side by side on the CPU cores instead of one at a time under ``--resources gpu=1``."""
+    if device == "cpu":
+        return False
+    return device.startswith("cuda") or any(Path(dev_dir).glob("nvidia[0-9]*"))
+
+
 def _visible_gpu_count() -> int:
     """GPUs on the machine, counted without starting CUDA in this process."""
+    import torch
+
     try:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except RuntimeError:
@@ -78,6 +94,8 @@ def select_device(name: str = "auto", lock_dir: str | os.PathLike = DEFAULT_LOCK
     With ``claim`` (rules that declare ``gpu=1``) a free device is claimed first;
     without it (small ConvCRF jobs that share a device) the default device is used.
     """
+    import torch
+
     if name == "auto":
         n = _visible_gpu_count()
         if n == 0:

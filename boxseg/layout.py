@@ -54,8 +54,10 @@ DICOM_SEG = "results/predictions/{method}/{case}/mask.seg.dcm"
 
 # Evaluation and the report
 CASE_METRICS = "results/metrics/{method}/{case}.tsv"
+CASE_METRICS_OTHER_ROI = "results/metrics_other_roi/{method}/{case}.tsv"  # the ROI placed the other way
 CASE_OVERLAY = "results/figures/cases/{method}/{case}.png"
 METRICS = "results/metrics.tsv"
+METRICS_OTHER_ROI = "results/metrics_other_roi.tsv"
 SUMMARY = "results/summary.tsv"
 COMPARISON = "results/comparison.tsv"
 LABEL_QUALITY = "results/label_quality.tsv"

@@ -32,10 +32,13 @@ SCORES = ["dsc", "hd95_mm", "asd_mm", "box_dsc"]
 
 
 def score_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary.tsv`` as one row per method and post-processing: mean +- sd (median) of each score."""
+    """``summary.tsv`` as one row per method, ROI placement and post-processing: mean +- sd
+    (median) of each score."""
+    if "roi" not in summary:
+        summary = summary.assign(roi="organ")
     rows = []
-    for (method, post), part in summary.groupby(["method", "postprocess"], sort=False):
-        row = {"method": method, "post-processing": post, "test cases": int(part["n"].max())}
+    for (method, roi, post), part in summary.groupby(["method", "roi", "postprocess"], sort=False):
+        row = {"method": method, "ROI on": roi, "post-processing": post, "test cases": int(part["n"].max())}
         for score in SCORES:
             s = part[part["score"] == score]
             if len(s):
@@ -96,7 +99,9 @@ def overview_page(run_dir: str | os.PathLike, out_html: str | os.PathLike, *, me
     summary_path = L.path(L.SUMMARY, run_dir)
     if summary_path.exists():
         html += [("<h2>Test scores</h2><p>Mean ± sd (median) over the labelled test cases; HD95 and ASD in mm; "
-                 "<i>box_dsc</i>: the DSC of the box itself.</p>"), _table(score_table(pd.read_csv(summary_path, sep="\t")))]
+                 "<i>box_dsc</i>: the DSC of the box itself. <i>ROI on</i>: where each test case's ROI was placed, on its "
+                 "boxes as a user's boxes place it (the largest component kept per box) or on the organ in its label "
+                 "(the paper's kidney crop; the largest component overall); the run's own placement first.</p>"), _table(score_table(pd.read_csv(summary_path, sep="\t")))]
     comparison_path = L.path(L.COMPARISON, run_dir)
     if comparison_path.exists() and len(comparison := pd.read_csv(comparison_path, sep="\t")):
         html += [("<h2>Against the fully supervised model</h2><p>Each method's mean test DSC as a fraction of "

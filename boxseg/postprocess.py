@@ -37,19 +37,29 @@ def largest_component_per_region(mask: np.ndarray, regions: np.ndarray) -> np.nd
 
 
 POSTPROCESSING = ("none", "largest_component")  # final.postprocess; evaluation scores both
+PLACEMENTS = ("boxes", "organ")  # where a case's ROI goes (preprocess.roi_from), and so how its mask is filtered
 
 
-def postprocess_mask(mask: np.ndarray, boxes: dict, original: sitk.Image, postprocess: str) -> np.ndarray:
-    """``largest_component`` keeps the largest 18-connected component inside each box drawn
-    by a user (every lesion kept), or the largest component overall when the case's boxes
-    come from its label (research mode: test labels only evaluate) or it has none."""
-    from boxseg.boxes import USER_BOX_SOURCES, lesion_id_map
+def placement_of(boxes: dict) -> str:
+    """A case's ``PLACEMENTS`` entry from its boxes record; records written before it was
+    recorded: "boxes" for boxes a user drew, else "organ"."""
+    from boxseg.boxes import USER_BOX_SOURCES
+
+    return boxes.get("placement") or ("boxes" if boxes["source"] in USER_BOX_SOURCES else "organ")
+
+
+def postprocess_mask(mask: np.ndarray, boxes: dict, original: sitk.Image, postprocess: str, where: str | None = None) -> np.ndarray:
+    """``largest_component`` keeps the largest 18-connected component inside each box (every
+    lesion kept) when the ROI was placed on the boxes (``where``, default the record's
+    ``placement_of``: a user's path), and the largest component overall when it was placed
+    on the organ (the paper's) or the case has no box."""
+    from boxseg.boxes import lesion_id_map
 
     if postprocess == "none":
         return mask
     if postprocess != "largest_component":
         raise ValueError(f"unknown postprocess {postprocess!r}")
-    if boxes["source"] in USER_BOX_SOURCES:
+    if (where or placement_of(boxes)) == "boxes" and boxes["boxes"]:
         return largest_component_per_region(mask, lesion_id_map(boxes["boxes"], original))
     return largest_component(mask)
 

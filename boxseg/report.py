@@ -27,48 +27,65 @@ def summarise_metrics(
     out_metrics: str | os.PathLike,
     out_summary: str | os.PathLike,
     out_comparison: str | os.PathLike | None = None,
+    *,
+    other_roi_paths: Iterable[str | os.PathLike] = (),
+    out_other_roi: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Concatenate per-case metric rows; per method and post-processing, the mean, sd, median and
-    count of finite values; with ``out_comparison``, each method against the fully supervised one
-    (``compare_to_full``)."""
-    table = pd.concat([pd.read_csv(p, sep="\t") for p in metric_paths], ignore_index=True)
-    table = table.sort_values(["method", "postprocess", "case"], kind="stable")
-    rows = []
-    for (method, postprocess), part in table.groupby(["method", "postprocess"], sort=False):
-        for name in SCORES:
-            values = part[name].astype(float)
-            finite = values[np.isfinite(values)]
-            rows.append(
-                {
-                    "method": method,
-                    "postprocess": postprocess,
-                    "score": name,
-                    "mean": finite.mean(),
-                    "sd": finite.std(ddof=1) if len(finite) > 1 else np.nan,
-                    "median": finite.median(),
-                    "n": len(finite),
-                    "n_undefined": int(len(values) - len(finite)),
-                }
-            )
-    summary = pd.DataFrame(rows)
+    """Concatenate per-case metric rows (``out_metrics``); per method, ROI placement (``roi``)
+    and post-processing, the mean, sd, median and count of finite values; with
+    ``out_comparison``, each method against the fully supervised one (``compare_to_full``).
+
+    ``other_roi_paths``: the test cases' second rows (``steps.evaluate.evaluate_other_roi``,
+    the ROI placed the other way), concatenated into ``out_other_roi`` and summarised and
+    compared after the run's own rows, labelled by their ``roi``."""
+    table = _metric_rows(metric_paths)
+    tables = [table] + ([_metric_rows(other_roi_paths)] if out_other_roi is not None else [])
+    summary = pd.concat([_summary(t) for t in tables if len(t)], ignore_index=True)
     write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), out_metrics)
+    if out_other_roi is not None:
+        write_text(tables[1].to_csv(sep="\t", index=False, float_format="%.6g"), out_other_roi)
     write_text(summary.to_csv(sep="\t", index=False, float_format="%.6g"), out_summary)
     if out_comparison is not None:
-        write_text(compare_to_full(table).to_csv(sep="\t", index=False, float_format="%.6g"), out_comparison)
+        comparison = pd.concat([compare_to_full(t) for t in tables if len(t)], ignore_index=True)
+        write_text(comparison.to_csv(sep="\t", index=False, float_format="%.6g"), out_comparison)
     return summary
 
 
-COMPARISON_COLUMNS = ["method", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise"]
+def _metric_rows(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Per-case metric files as one table sorted by method, ROI placement, post-processing and
+    case (files written before the placement was recorded: research mode's, on the organ)."""
+    frames = [pd.read_csv(p, sep="\t") for p in paths]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["case", "method", "roi", "postprocess", *SCORES])
+    if "roi" not in table:
+        table.insert(2, "roi", "organ")
+    return table.sort_values(["method", "roi", "postprocess", "case"], kind="stable")
+
+
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (method, roi, postprocess), part in table.groupby(["method", "roi", "postprocess"], sort=False):
+        for name in SCORES:
+            values = part[name].astype(float)
+            finite = values[np.isfinite(values)]
+            rows.append({"method": method, "roi": roi, "postprocess": postprocess, "score": name, "mean": finite.mean(),
+                         "sd": finite.std(ddof=1) if len(finite) > 1 else np.nan, "median": finite.median(),
+                         "n": len(finite), "n_undefined": int(len(values) - len(finite))})
+    return pd.DataFrame(rows, columns=["method", "roi", "postprocess", "score", "mean", "sd", "median", "n", "n_undefined"])
+
+
+COMPARISON_COLUMNS = ["method", "roi", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise"]
 
 
 def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     """Each method's mean test DSC as a fraction of the fully supervised model's (``full``) on
-    the same cases and post-processing, with the ratio's standard error over the cases;
-    ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at least two
-    standard errors from it. No rows without a ``full`` method."""
+    the same cases, ROI placement and post-processing, with the ratio's standard error over
+    the cases; ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at
+    least two standard errors from it. No rows without a ``full`` method."""
+    if "roi" not in table:
+        table = table.assign(roi="organ")
     rows = []
-    for (method, post), part in table.groupby(["method", "postprocess"], sort=False):
-        full = table[(table["method"] == "full") & (table["postprocess"] == post)]
+    for (method, roi, post), part in table.groupby(["method", "roi", "postprocess"], sort=False):
+        full = table[(table["method"] == "full") & (table["roi"] == roi) & (table["postprocess"] == post)]
         if method == "full" or full.empty:
             continue
         mine, reference = (t.set_index("case")["dsc"].astype(float) for t in (part, full))
@@ -76,7 +93,7 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
         if not n:
             continue
         within = "" if not np.isfinite(ratio) else "yes" if ratio >= NEAR_FULL else "no"
-        rows.append([method, post, n, mine.mean(), reference.mean(), ratio, se, within, beyond_noise(ratio - NEAR_FULL, se)])
+        rows.append([method, roi, post, n, mine.mean(), reference.mean(), ratio, se, within, beyond_noise(ratio - NEAR_FULL, se)])
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 

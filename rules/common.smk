@@ -12,6 +12,7 @@ from boxseg.dataset import (
 )
 from boxseg import layout as L
 from boxseg.boxes import box_rows_by_case, read_box_table
+from boxseg.device import inference_claims_gpu
 from boxseg.io import CASE_ID_PATTERN, check_model_file
 from boxseg.methods import GROUP, resolve, rounds, training_settings
 
@@ -96,6 +97,12 @@ if BOX_TABLE is not None:
         )
 BOX_ROWS = {} if BOX_TABLE is None else box_rows_by_case(BOX_TABLE)
 SPLIT = dict(zip(CASES["case"], CASES["split"]))
+# the embedded phantom cases the workflow writes (dataset.source synthetic)
+SYNTHETIC = [
+    c
+    for c, i in zip(CASES["case"], CASES["image"])
+    if i == L.PHANTOM_IMAGE.format(case=c)
+]
 TRAIN = sorted(c for c, s in SPLIT.items() if s == "train")
 TEST = sorted(c for c, s in SPLIT.items() if s == "test")
 PREDICT = sorted(c for c, s in SPLIT.items() if s == "predict")
@@ -107,6 +114,8 @@ if MODEL:
 GROUP_OF = (
     {} if MODEL and not TRAIN else assign_groups(TRAIN, K, config["groups"]["seed"])
 )
+# per-case inference jobs claim a GPU only where they can use one (boxseg.device)
+INFERENCE_GPU = int(inference_claims_gpu(config["device"]))
 TUMOR = DATASET["tumor_values"]
 ORGAN = DATASET["organ_values"]
 METHODS = config["methods"]
@@ -129,6 +138,12 @@ LABEL = dict(zip(CASES["case"], CASES["label"]))
 BOX_FILE = dict(zip(CASES["case"], CASES["boxes"]))
 EVALUATED = [c for c in TEST if LABEL[c]]  # test cases with a reference label
 UNLABELLED = [c for c in TEST if not LABEL[c]] + PREDICT
+# research-mode test cases (boxes made from the label): also scored with the ROI placed the other way
+OTHER_ROI_CASES = [
+    c
+    for c in EVALUATED
+    if not BOX_FILE[c] and c not in BOX_ROWS and config["evaluation"]["other_roi"]
+]
 _needs_groups = [m for m, r in RECIPE.items() if r.needs_groups]
 if K == 0 and _needs_groups:
     raise ValueError(
@@ -212,7 +227,8 @@ def what_ran():
     return (
         f"{len(TRAIN)} training and {len(EVALUATED)} labelled test cases ({sheet_name()}); "
         f"methods {', '.join(METHODS)}; K = {K}; research-mode boxes: {boxes['protocol']} protocol, "
-        f"margin {boxes['margin_mm']} mm; stated slack {boxes.get('slack_mm') or 0} mm."
+        f"margin {boxes['margin_mm']} mm; stated slack {boxes.get('slack_mm') or 0} mm; "
+        f"ROIs on the {config['preprocess']['roi_from']}."
     )
 
 

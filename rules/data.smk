@@ -1,15 +1,19 @@
-rule phantom:
-    """Embedded default: one seeded synthetic CT phantom case in KiTS layout."""
+rule phantoms:
+    """Embedded default: the seeded synthetic CT phantom cases in KiTS layout, in one job
+    (a second each; each case's seed is its own, so a case's files never change)."""
     output:
-        image=L.PHANTOM_IMAGE,
-        label=L.PHANTOM_LABEL,
+        images=expand(L.PHANTOM_IMAGE, case=SYNTHETIC),
+        labels=expand(L.PHANTOM_LABEL, case=SYNTHETIC),
     log:
-        "logs/phantom/{case}.log",
+        "logs/phantoms.log",
     conda:
         "../envs/boxseg.yaml"
+    threads: 2
     params:
-        seed=lambda wc: config["dataset"]["synthetic_seed"]
-        + int(wc.case.split("_")[-1]),
+        seeds=[
+            config["dataset"]["synthetic_seed"] + int(c.split("_")[-1])
+            for c in SYNTHETIC
+        ],
     script:
         "../workflow_scripts/phantom.py"
 

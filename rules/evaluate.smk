@@ -29,12 +29,42 @@ rule evaluate:
         "../workflow_scripts/evaluate.py"
 
 
-rule summarise:
-    """One row per test case and method, per method the mean, sd and median of each score, and
-    each method's DSC as a fraction of the fully supervised model's (when `full` runs).
+rule evaluate_other_roi:
+    """A research-mode test case scored again with its ROI placed the other way (on the organ
+    where the run places it on the boxes, and the other way round): the labelled second row.
     """
     input:
-        expand(L.CASE_METRICS, method=METHODS, case=EVALUATED),
+        image=image_of,
+        label=label_of,
+        boxes=L.BOXES,
+        model=model_of,
+    output:
+        L.CASE_METRICS_OTHER_ROI,
+    log:
+        "logs/evaluate_other_roi/{method}/{case}.log",
+    conda:
+        "../envs/boxseg.yaml"
+    threads: 1
+    resources:
+        gpu=INFERENCE_GPU,
+    params:
+        preprocess=settings("preprocess"),
+        tumor_values=TUMOR,
+        organ_values=ORGAN,
+        flip_tta=config["final"]["flip_tta"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/evaluate_other_roi.py"
+
+
+rule summarise:
+    """One row per test case and method, per method, ROI placement and post-processing the mean,
+    sd and median of each score, and each method's DSC as a fraction of the fully supervised
+    model's (when `full` runs).
+    """
+    input:
+        metrics=expand(L.CASE_METRICS, method=METHODS, case=EVALUATED),
+        other_roi=expand(L.CASE_METRICS_OTHER_ROI, method=METHODS, case=OTHER_ROI_CASES),
     output:
         metrics=report(
             L.METRICS,
@@ -51,6 +81,7 @@ rule summarise:
             caption="../report/comparison.rst",
             category="Evaluation",
         ),
+        other_roi=L.METRICS_OTHER_ROI,
     log:
         "logs/summarise.log",
     conda:

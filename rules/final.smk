@@ -61,7 +61,7 @@ rule infer:
         "../envs/boxseg.yaml"
     threads: 1
     resources:
-        gpu=1,
+        gpu=INFERENCE_GPU,
     params:
         postprocess=config["final"]["postprocess"],
         flip_tta=config["final"]["flip_tta"],

@@ -58,7 +58,7 @@ if K > 0:
             "../envs/boxseg.yaml"
         threads: 1
         resources:
-            gpu=1,
+            gpu=INFERENCE_GPU,
         params:
             crf=settings("crf") | settings("fusion_crf"),
             threshold=config["fusion"]["threshold"],

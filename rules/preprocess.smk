@@ -20,6 +20,7 @@ rule preprocess:
         protocol=config["boxes"]["protocol"],
         box_seed=config["boxes"]["seed"],
         slack_mm=config["boxes"]["slack_mm"],
+        roi_from=config["preprocess"]["roi_from"],
         spacing_mm=config["preprocess"]["spacing_mm"],
         roi_size_mm=config["preprocess"]["roi_size_mm"],
         window_hu=config["preprocess"]["window_hu"],

@@ -43,3 +43,16 @@ class TestGpuClaim:
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
         assert select_device("auto").type == "cpu"
+
+
+def test_inference_claims_a_gpu_only_where_it_can_use_one(tmp_path):
+    """Per-case inference jobs declare the ``gpu`` resource on a host with an NVIDIA device
+    (or an explicit cuda device); on a CPU host they run side by side instead."""
+    from boxseg.device import inference_claims_gpu
+
+    assert not inference_claims_gpu("auto", tmp_path) and not inference_claims_gpu("cpu", tmp_path)
+    assert inference_claims_gpu("cuda:1", tmp_path)
+    (tmp_path / "nvidiactl").touch()
+    assert not inference_claims_gpu("auto", tmp_path)  # the control node alone is no GPU
+    (tmp_path / "nvidia0").touch()
+    assert inference_claims_gpu("auto", tmp_path) and not inference_claims_gpu("cpu", tmp_path)

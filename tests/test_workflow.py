@@ -90,13 +90,21 @@ class TestTinyWorkflow:
         assert metrics["case"].tolist() == ["case_00004"] * 8
         assert metrics["method"].tolist() == ["ccnn"] * 2 + ["full"] * 2 + ["sdi"] * 2 + ["weak"] * 2
         assert metrics["postprocess"].tolist() == ["largest_component", "none"] * 4
+        assert (metrics["roi"] == "boxes").all()  # research mode places ROIs as a user's boxes do (preprocess.roi_from)
         for column in ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"]:
             assert column in metrics
         assert 0.0 <= metrics["dsc"][0] <= 1.0 and 0.0 < metrics["box_dsc"][0] < 1.0
         summary = pd.read_csv(tiny_run / "results/summary.tsv", sep="\t")
-        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 8
-        assert summary["method"].tolist() == ["ccnn"] * 10 + ["full"] * 10 + ["sdi"] * 10 + ["weak"] * 10
+        assert summary["score"].tolist() == ["dsc", "hd_mm", "hd95_mm", "asd_mm", "box_dsc"] * 16
+        assert summary["method"].tolist() == (["ccnn"] * 10 + ["full"] * 10 + ["sdi"] * 10 + ["weak"] * 10) * 2
+        # the run's own rows first, then the second, labelled row: the same models with the ROI on the organ
+        assert summary["roi"].tolist() == ["boxes"] * 40 + ["organ"] * 40
+        other = pd.read_csv(tiny_run / "results/metrics_other_roi.tsv", sep="\t")
+        assert (other["roi"] == "organ").all() and other[["case", "method", "postprocess"]].equals(
+            metrics[["case", "method", "postprocess"]])
         comparison = pd.read_csv(tiny_run / "results/comparison.tsv", sep="\t")
+        assert comparison["roi"].tolist() == ["boxes"] * 6 + ["organ"] * 6
+        comparison = comparison[comparison["roi"] == "boxes"]
         assert sorted(comparison["method"]) == ["ccnn"] * 2 + ["sdi"] * 2 + ["weak"] * 2 and (comparison["n"] == 1).all()
         both = comparison.merge(metrics.query("method == 'full'")[["postprocess", "dsc"]], on="postprocess")
         assert np.allclose(both["dsc_full"], both["dsc_y"]) and both["ratio_se"].isna().all()  # one test case: no se

@@ -1,4 +1,13 @@
+from concurrent.futures import ProcessPoolExecutor
+
 from boxseg.phantom import write_phantom_case
 from boxseg.workflow import run_step
 
-run_step(snakemake, lambda s: write_phantom_case(s.params.seed, s.output.image, s.output.label))
+
+def step(s):
+    with ProcessPoolExecutor(max_workers=s.threads) as pool:
+        for done in [pool.submit(write_phantom_case, *case) for case in zip(s.params.seeds, s.output.images, s.output.labels)]:
+            done.result()
+
+
+run_step(snakemake, step)

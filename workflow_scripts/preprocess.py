@@ -19,6 +19,7 @@ run_step(
         protocol=s.params.protocol,
         box_seed=s.params.box_seed,
         slack_mm=s.params.slack_mm,
+        roi_from=s.params.roi_from,
         spacing_mm=s.params.spacing_mm,
         roi_size_mm=s.params.roi_size_mm,
         window_hu=s.params.window_hu,

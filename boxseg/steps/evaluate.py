@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from boxseg.atomic import write_text
 from boxseg.boxes import bounds_mask, roi_bounds
 from boxseg.io import read_array, read_image, read_json, spacing_zyx
-from boxseg.postprocess import POSTPROCESSING, postprocess_mask
+from boxseg.postprocess import PLACEMENTS, POSTPROCESSING, placement_of, postprocess_mask
 
 log = logging.getLogger("boxseg")
 
@@ -20,23 +20,61 @@ log = logging.getLogger("boxseg")
 def evaluate_case(case: str, raw_prediction_path: str | os.PathLike, image_path: str | os.PathLike, label_path: str | os.PathLike,
                   boxes_json: str | os.PathLike, out_tsv: str | os.PathLike, *, tumor_values: Sequence[int], method: str = "weak") -> None:
     """Scores against the reference lesion on the original grid, one row per post-processing
-    (none, largest_component), and the DSC of the box itself."""
+    (none, largest_component), and the DSC of the box itself; ``roi`` names where the
+    case's ROI was placed (``postprocess.PLACEMENTS``)."""
+    from boxseg.io import read_label
+
+    image = read_image(image_path, case)
+    raw = sitk.GetArrayFromImage(read_label(raw_prediction_path, image, case)) > 0
+    _write_scores(case, raw, image, label_path, read_json(boxes_json), out_tsv, tumor_values=tumor_values, method=method,
+                  where=placement_of(read_json(boxes_json)))
+
+
+def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str | os.PathLike, boxes_json: str | os.PathLike,
+                       model_path: str | os.PathLike, out_tsv: str | os.PathLike, *, preprocess: dict, tumor_values: Sequence[int],
+                       organ_values: Sequence[int], method: str = "weak", flip_tta: bool = False, threads: int = 1,
+                       device: str = "auto") -> None:
+    """The second evaluation row of a research-mode test case: the same model and boxes with
+    the ROI placed the other way (``postprocess.PLACEMENTS``; on the organ where the run
+    places it on the boxes, and the other way round) and that placement's post-processing,
+    so the user's path and the paper's kidney crop are both scored in one run."""
+    from boxseg.boxes import read_boxes
+    from boxseg.device import configure_torch, select_device
+    from boxseg.geometry import to_original_grid
+    from boxseg.io import array_like
+    from boxseg.network import load_model, predict_probability
+    from boxseg.preprocess import load_case
+    from boxseg.steps.preprocess import case_roi
+
+    boxes = read_boxes(boxes_json, case)
+    where = next(p for p in PLACEMENTS if p != placement_of(boxes))
+    image, label = load_case(case, image_path, label_path)
+    roi, _, _ = case_roi(case, image, label, where, boxes["boxes"], spacing_mm=preprocess["spacing_mm"],
+                         roi_size_mm=preprocess["roi_size_mm"], window_hu=preprocess["window_hu"], tumor_values=tumor_values,
+                         organ_values=organ_values)
+    configure_torch(threads)
+    dev = select_device(device)
+    model, patch = load_model(model_path, dev)
+    probability = predict_probability(model, sitk.GetArrayViewFromImage(roi), patch, dev, flip_tta=flip_tta)
+    raw = to_original_grid(array_like(probability, roi), image) > 0.5
+    _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
+
+
+def _write_scores(case: str, raw: np.ndarray, image: sitk.Image, label_path: str | os.PathLike, boxes: dict,
+                  out_tsv: str | os.PathLike, *, tumor_values: Sequence[int], method: str, where: str) -> None:
     import pandas as pd
 
     from boxseg.boxes import lesion_id_map
-    from boxseg.io import read_label, read_lesion
+    from boxseg.io import read_lesion
     from boxseg.metrics import score
 
-    image = read_image(image_path, case)
     ref = read_lesion(label_path, image, tumor_values, case)
-    raw = sitk.GetArrayFromImage(read_label(raw_prediction_path, image, case)) > 0
-    boxes = read_json(boxes_json)
     spacing = spacing_zyx(image)
     box_dsc = score(lesion_id_map(boxes["boxes"], image) > 0, ref, spacing).dsc if boxes["boxes"] else float("nan")
     rows = []
     for postprocess in POSTPROCESSING:
-        s = score(postprocess_mask(raw, boxes, image, postprocess), ref, spacing)
-        rows.append({"case": case, "method": method, "postprocess": postprocess, **s.as_dict(), "box_dsc": box_dsc})
+        s = score(postprocess_mask(raw, boxes, image, postprocess, where), ref, spacing)
+        rows.append({"case": case, "method": method, "roi": where, "postprocess": postprocess, **s.as_dict(), "box_dsc": box_dsc})
     write_text(pd.DataFrame(rows).to_csv(sep="\t", index=False, float_format="%.6g"), out_tsv)
 
 

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from boxseg.boxes import USER_BOX_SOURCES, drawn_boxes
 from boxseg.io import CaseError, array_like, write_image, write_json
+from boxseg.postprocess import PLACEMENTS
 
 log = logging.getLogger("boxseg")
 
@@ -53,13 +54,15 @@ def case_boxes(case: str, image: sitk.Image, label: sitk.Image | None, *, box_ro
 def preprocess_case(case: str, image_path: Path, label_path: Path | None, out_boxes: Path, out_image: Path, out_label: Path,
                     out_geometry: Path, *, box_rows: Sequence[dict] | None = None, box_table: Path | None = None,
                     box_file: Path | None = None, needs_boxes: bool = True, margin_mm: float, protocol: str = "paper",
-                    box_seed: int = 0, slack_mm: float | None = 0.0, spacing_mm: Sequence[float], roi_size_mm: Sequence[float],
-                    window_hu: Sequence[float], tumor_values: Sequence[int], organ_values: Sequence[int]) -> None:
+                    box_seed: int = 0, slack_mm: float | None = 0.0, roi_from: str = "boxes", spacing_mm: Sequence[float],
+                    roi_size_mm: Sequence[float], window_hu: Sequence[float], tumor_values: Sequence[int],
+                    organ_values: Sequence[int]) -> None:
     """Preprocess step: the case's boxes, then the ROI around them or the lesion-bearing organ,
     resampled, windowed and normalised.
 
-    Boxes drawn by users place the ROI on their own; boxes from a label (research mode) and
-    cases without boxes use the label's lesion-bearing organ, as the paper's kidney ROI.
+    Where the ROI goes (``placement``): boxes drawn by users place it, and so do boxes from
+    a label (research mode) with ``roi_from`` "boxes", the user's path; with "organ", and for
+    cases without boxes, the label's lesion-bearing organ places it (the paper's kidney ROI).
     The boxes record holds the boxes as drawn (nothing else of the label: ``boxes.drawn_boxes``),
     how they were drawn (``protocol``, ``margin_mm``, ``box_seed`` for boxes from a label) and
     ``slack_mm``, the one number a user states about how loose their readers draw (0: not told).
@@ -77,7 +80,8 @@ def preprocess_case(case: str, image_path: Path, label_path: Path | None, out_bo
         raise CaseError(case, label_path or image_path, "no box and no organ label to place the region of interest")
     drawn = f"{protocol} protocol, margin {float(margin_mm):g} mm" if source == "label" else "as drawn"
     log.info("case %s: %d box(es) from %s (%s)", case, len(boxes), source, drawn)
-    roi_image, roi_label, geometry = case_roi(case, image, label, source, boxes, spacing_mm=spacing_mm, roi_size_mm=roi_size_mm,
+    where = placement(source, roi_from)
+    roi_image, roi_label, geometry = case_roi(case, image, label, where, boxes, spacing_mm=spacing_mm, roi_size_mm=roi_size_mm,
                                               window_hu=window_hu, tumor_values=tumor_values, organ_values=organ_values)
     write_image(roi_label, out_label)
     write_json(geometry, out_geometry)
@@ -85,17 +89,29 @@ def preprocess_case(case: str, image_path: Path, label_path: Path | None, out_bo
     research = source == "label"
     write_json({"case": case, "source": source, "protocol": protocol if research else None,
                 "margin_mm": float(margin_mm) if research else 0.0, "box_seed": int(box_seed) if research else None,
-                "slack_mm": float(slack_mm or 0.0), "boxes": drawn_boxes(boxes, case, out_boxes)}, out_boxes)
+                "slack_mm": float(slack_mm or 0.0), "placement": where, "boxes": drawn_boxes(boxes, case, out_boxes)}, out_boxes)
 
 
-def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, source: str, boxes: list[dict], *, spacing_mm: Sequence[float],
+def placement(source: str, roi_from: str) -> str:
+    """Where a case's ROI goes and how its mask is post-processed (``PLACEMENTS``): boxes a user
+    drew always place it; boxes made from the label (``source`` "label") as ``roi_from``
+    says; a case without boxes on its label's organ."""
+    if roi_from not in PLACEMENTS:
+        raise ValueError(f"unknown ROI placement {roi_from!r}: one of {', '.join(PLACEMENTS)}")
+    if source in USER_BOX_SOURCES:
+        return "boxes"
+    return roi_from if source == "label" else "organ"
+
+
+def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, where: str, boxes: list[dict], *, spacing_mm: Sequence[float],
              roi_size_mm: Sequence[float], window_hu: Sequence[float], tumor_values: Sequence[int],
              organ_values: Sequence[int]) -> tuple[sitk.Image, sitk.Image, dict]:
     """The ROI image, its lesion label (empty without a label) and its geometry record: placed
-    on the boxes when a user drew them, else on the label's lesion-bearing organ."""
+    on the boxes (``where`` "boxes": the label is not read to place it) or on the label's
+    lesion-bearing organ ("organ"), holding every box."""
     from boxseg.preprocess import crop_roi, lesion_on_grid
 
-    roi_image, roi_label, geometry = crop_roi(case, image, label if source not in USER_BOX_SOURCES else None, boxes,
+    roi_image, roi_label, geometry = crop_roi(case, image, label if where == "organ" else None, boxes,
                                               spacing_mm=spacing_mm, roi_size_mm=roi_size_mm, window_hu=window_hu,
                                               tumor_values=tumor_values, organ_values=organ_values)
     if roi_label is None and label is not None:
