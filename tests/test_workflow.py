@@ -218,7 +218,7 @@ def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
     counts = _job_counts(out)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     n_train, n_test = config["dataset"]["synthetic_train"], config["dataset"]["synthetic_test"]
-    assert counts["phantom"] == counts["preprocess"] == n_train + n_test
+    assert counts["phantoms"] == 1 and counts["preprocess"] == n_train + n_test  # the phantoms in one job
     assert counts["pseudo_mask"] == counts["fuse"] == n_train
     assert counts["train_group"] == config["groups"]["k"] == 3 and counts["train_final"] == len(config["methods"]) == 1
     assert counts["infer"] == counts["evaluate"] == n_test
