@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -6,7 +8,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-report: "report/workflow.rst"
+# the report opens on what the run achieved (results/overview.rst, written by the overview
+# rule) once it exists, else on the workflow's description
+FRONT_PAGE = Path("results/overview.rst").resolve()
+
+
+report: str(FRONT_PAGE) if FRONT_PAGE.exists() else "report/workflow.rst"
 
 
 include: "rules/common.smk"

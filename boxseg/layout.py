@@ -64,6 +64,7 @@ LABEL_QUALITY = "results/label_quality.tsv"
 LOSS_FIGURE = "results/figures/training_loss.png"
 REPORT = "results/report.html"
 OVERVIEW = "results/overview.html"
+OVERVIEW_RST = "results/overview.rst"  # the report's front page once the run is done (Snakefile)
 TRAIN_GROUP_BENCHMARK = "results/benchmarks/train_group/{k}.tsv"
 TRAIN_FINAL_BENCHMARK = "results/benchmarks/train_final/{method}.tsv"
 PSEUDO_MASK_BENCHMARK = "results/benchmarks/pseudo_mask/{case}.tsv"

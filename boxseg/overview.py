@@ -86,6 +86,70 @@ def _figures(run_dir: Path, methods: Sequence[str], cases: pd.DataFrame) -> list
     return html
 
 
+def overview_rst(run_dir: str | os.PathLike, out_rst: str | os.PathLike, *, what_ran: str) -> None:
+    """The report's front page (its workflow description, ``layout.OVERVIEW_RST``): what the
+    run achieved as tables (test scores, the comparison with ``full``, the training labels'
+    mean quality) in reStructuredText; the figures are on the overview page."""
+    from boxseg.atomic import write_text
+
+    run_dir = Path(run_dir)
+    figures = ("Figures (DSC against lesion volume, training curves, label and test-case overlays): the "
+               "**Overview** category, ``results/overview.html``. The method: ConvCRF pseudo-masks from the "
+               "boxes, K group models with fusion masks and voxel weight maps, a final 3D UNet with voxel-wise "
+               "weighted cross-entropy, largest-component post-processing.")
+    parts = ["**What this run achieved.** " + _rst_text(what_ran), "", figures, ""]
+    scores = "Test scores, mean ± sd over the labelled test cases (all scores: the Evaluation category, summary.tsv)"
+    quality = "Training labels (Table 3): mean DSC against the reference on the training cases"
+    tables = [(L.SUMMARY, scores, _front_scores),
+              (L.COMPARISON, "Against the fully supervised model (DSC ratio ± its standard error)", _front_comparison),
+              (L.LABEL_QUALITY, quality,
+               lambda q: q[q["case"].isin(["mean", "mean_unseen"])].rename(columns=lambda c: c.replace("group_model_", "P")))]
+    for path, title, shape in tables:
+        path = L.path(path, run_dir)
+        if path.exists() and len(frame := pd.read_csv(path, sep="\t")):
+            parts += _rst_table(shape(frame) if shape else frame, title)
+    write_text("\n".join(parts) + "\n", out_rst)
+
+
+def _front_scores(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per method, ROI placement and post-processing: DSC, HD95 and the box's DSC, mean ± sd."""
+    if "roi" not in summary:
+        summary = summary.assign(roi="organ")
+    rows = []
+    for (method, roi, post), part in summary.groupby(["method", "roi", "postprocess"], sort=False):
+        row = {"method": method, "ROI on": roi, "filter": "largest" if post == "largest_component" else post,
+               "n": int(part["n"].max())}
+        for score, name in (("dsc", "DSC"), ("hd95_mm", "HD95 mm"), ("box_dsc", "box DSC")):
+            s = part[part["score"] == score]
+            if len(s):
+                row[name] = f"{s['mean'].iloc[0]:.3f} ± {s['sd'].iloc[0]:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _front_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"method": comparison["method"], "ROI on": comparison.get("roi", "organ"),
+                         "filter": comparison["postprocess"].replace({"largest_component": "largest"}), "n": comparison["n"],
+                         "DSC": comparison["dsc"], "full": comparison["dsc_full"],
+                         "ratio": [f"{r:.3f} ± {e:.3f}" for r, e in zip(comparison["ratio"], comparison["ratio_se"])]})
+
+
+def _rst_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`").replace("_", "\\_")
+
+
+def _rst_table(frame: pd.DataFrame, title: str) -> list[str]:
+    """A csv-table directive (docutils) of ``frame``, numbers to 3 decimals, empty cells for NaN."""
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            value = f"{value:.3f}" if pd.notna(value) else ""
+        return '"' + str(value).replace('"', '""') + '"'
+
+    lines = [f".. csv-table:: {title}", "   :header-rows: 1", ""]
+    lines += ["   " + ", ".join(cell(v) for v in row) for row in [list(frame.columns), *frame.itertuples(index=False)]]
+    return lines + [""]
+
+
 def overview_page(run_dir: str | os.PathLike, out_html: str | os.PathLike, *, methods: Sequence[str], what_ran: str) -> None:
     """Write the overview page of the run in ``run_dir`` (``what_ran``: one line on the data and settings)."""
     from boxseg.atomic import write_text

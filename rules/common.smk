@@ -239,6 +239,7 @@ def final_targets():
             L.METRICS,
             L.SUMMARY,
             L.OVERVIEW,
+            L.OVERVIEW_RST,
             expand(L.CASE_OVERLAY, method=METHODS, case=EVALUATED),
         ]
     targets += expand(L.MASK, method=METHODS, case=UNLABELLED)

@@ -159,7 +159,8 @@ rule overview:
         loss=[] if MODEL else L.LOSS_FIGURE,
         quality=L.LABEL_QUALITY if label_quality_wanted() else [],
     output:
-        report(L.OVERVIEW, caption="../report/overview.rst", category="Overview"),
+        page=report(L.OVERVIEW, caption="../report/overview.rst", category="Overview"),
+        front=L.OVERVIEW_RST,
     log:
         "logs/overview.log",
     conda:

@@ -211,6 +211,10 @@ class TestTinyWorkflow:
         _run(["--configfile", "config.yaml", "--cores", "1", "--report", "report.html"], tiny_run)
         html = (tiny_run / "report.html").read_text(errors="ignore")
         assert "summary.tsv" in html or "summary" in html
+        # it opens on what the run achieved: results/overview.rst as its front page, the scores as tables
+        front = (tiny_run / "results/overview.rst").read_text()
+        assert "What this run achieved" in html and "csv-table:: Test scores" in front
+        assert front.count('"weak", "boxes", "largest"') == 1 and '"weak", "organ", "largest"' in front
 
 
 def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):

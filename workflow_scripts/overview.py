@@ -1,4 +1,10 @@
-from boxseg.overview import overview_page
+from boxseg.overview import overview_page, overview_rst
 from boxseg.workflow import run_step
 
-run_step(snakemake, lambda s: overview_page(".", s.output[0], methods=s.params.methods, what_ran=s.params.what_ran))
+
+def step(s):
+    overview_rst(".", s.output.front, what_ran=s.params.what_ran)
+    overview_page(".", s.output.page, methods=s.params.methods, what_ran=s.params.what_ran)
+
+
+run_step(snakemake, step)
