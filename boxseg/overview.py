@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from html import escape
 from pathlib import Path
 
@@ -34,10 +34,8 @@ SCORES = ["dsc", "hd95_mm", "asd_mm", "box_dsc"]
 def score_table(summary: pd.DataFrame) -> pd.DataFrame:
     """``summary.tsv`` as one row per method, ROI placement and post-processing: mean +- sd
     (median) of each score."""
-    if "roi" not in summary:
-        summary = summary.assign(roi="organ")
     rows = []
-    for (method, roi, post), part in summary.groupby(["method", "roi", "postprocess"], sort=False):
+    for (method, roi, post), part in _groups(summary):
         row = {"method": method, "ROI on": roi, "post-processing": post, "test cases": int(part["n"].max())}
         for score in SCORES:
             s = part[part["score"] == score]
@@ -113,10 +111,8 @@ def overview_rst(run_dir: str | os.PathLike, out_rst: str | os.PathLike, *, what
 
 def _front_scores(summary: pd.DataFrame) -> pd.DataFrame:
     """Per method, ROI placement and post-processing: DSC, HD95 and the box's DSC, mean ± sd."""
-    if "roi" not in summary:
-        summary = summary.assign(roi="organ")
     rows = []
-    for (method, roi, post), part in summary.groupby(["method", "roi", "postprocess"], sort=False):
+    for (method, roi, post), part in _groups(summary):
         row = {"method": method, "ROI on": roi, "filter": "largest" if post == "largest_component" else post,
                "n": int(part["n"].max())}
         for score, name in (("dsc", "DSC"), ("hd95_mm", "HD95 mm"), ("box_dsc", "box DSC")):
@@ -127,8 +123,22 @@ def _front_scores(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _groups(summary: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """``summary.tsv`` by method, ROI placement (a second row's marked) and post-processing."""
+    return iter(summary.assign(roi=_roi_labels(summary)).groupby(["method", "roi", "postprocess"], sort=False))
+
+
+def _roi_labels(frame: pd.DataFrame) -> pd.Series:
+    """Where each row's ROIs were placed; "(second row)" after the ROIs placed the other way
+    (``scored`` other_roi); tables written before placements were recorded: the organ."""
+    roi = frame["roi"] if "roi" in frame else pd.Series("organ", index=frame.index)
+    if "scored" in frame:
+        roi = roi.where(frame["scored"] != "other_roi", roi + " (second row)")
+    return roi
+
+
 def _front_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"method": comparison["method"], "ROI on": comparison.get("roi", "organ"),
+    return pd.DataFrame({"method": comparison["method"], "ROI on": _roi_labels(comparison),
                          "filter": comparison["postprocess"].replace({"largest_component": "largest"}), "n": comparison["n"],
                          "DSC": comparison["dsc"], "full": comparison["dsc_full"],
                          "ratio": [f"{r:.3f} ± {e:.3f}" for r, e in zip(comparison["ratio"], comparison["ratio_se"])]})

@@ -37,16 +37,18 @@ def summarise_metrics(
 
     ``other_roi_paths``: the test cases' second rows (``steps.evaluate.evaluate_other_roi``,
     the ROI placed the other way), concatenated into ``out_other_roi`` and summarised and
-    compared after the run's own rows, labelled by their ``roi``."""
+    compared after the run's own rows; column ``scored`` says which (``run``, ``other_roi``),
+    as a run with user boxes and research-mode cases can hold one placement in both."""
     table = _metric_rows(metric_paths)
-    tables = [table] + ([_metric_rows(other_roi_paths)] if out_other_roi is not None else [])
-    summary = pd.concat([_summary(t) for t in tables if len(t)], ignore_index=True)
-    write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), out_metrics)
+    tables = {"run": table}
     if out_other_roi is not None:
-        write_text(tables[1].to_csv(sep="\t", index=False, float_format="%.6g"), out_other_roi)
+        tables["other_roi"] = _metric_rows(other_roi_paths)
+        write_text(tables["other_roi"].to_csv(sep="\t", index=False, float_format="%.6g"), out_other_roi)
+    write_text(table.to_csv(sep="\t", index=False, float_format="%.6g"), out_metrics)
+    summary = pd.concat([_scored(_summary(t), k) for k, t in tables.items() if len(t)], ignore_index=True)
     write_text(summary.to_csv(sep="\t", index=False, float_format="%.6g"), out_summary)
     if out_comparison is not None:
-        comparison = pd.concat([compare_to_full(t) for t in tables if len(t)], ignore_index=True)
+        comparison = pd.concat([_scored(compare_to_full(t), k) for k, t in tables.items() if len(t)], ignore_index=True)
         write_text(comparison.to_csv(sep="\t", index=False, float_format="%.6g"), out_comparison)
     return summary
 
@@ -54,11 +56,11 @@ def summarise_metrics(
 def _metric_rows(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Per-case metric files as one table sorted by method, ROI placement, post-processing and
     case (files written before the placement was recorded: research mode's, on the organ)."""
-    frames = [pd.read_csv(p, sep="\t") for p in paths]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["case", "method", "roi", "postprocess", *SCORES])
-    if "roi" not in table:
-        table.insert(2, "roi", "organ")
-    return table.sort_values(["method", "roi", "postprocess", "case"], kind="stable")
+    frames = [_with_roi(pd.read_csv(p, sep="\t")) for p in paths]
+    frames = [f for f in frames if len(f)]  # a case without a second row: the header only
+    if not frames:
+        return pd.DataFrame(columns=["case", "method", "roi", "postprocess", *SCORES])
+    return pd.concat(frames, ignore_index=True).sort_values(["method", "roi", "postprocess", "case"], kind="stable")
 
 
 def _summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -73,6 +75,17 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "roi", "postprocess", "score", "mean", "sd", "median", "n", "n_undefined"])
 
 
+def _scored(frame: pd.DataFrame, scored: str) -> pd.DataFrame:
+    frame.insert(2, "scored", scored)
+    return frame
+
+
+def _with_roi(frame: pd.DataFrame) -> pd.DataFrame:
+    if "roi" not in frame:
+        frame.insert(2, "roi", "organ")
+    return frame
+
+
 COMPARISON_COLUMNS = ["method", "roi", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise"]
 
 
@@ -81,8 +94,7 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     the same cases, ROI placement and post-processing, with the ratio's standard error over
     the cases; ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at
     least two standard errors from it. No rows without a ``full`` method."""
-    if "roi" not in table:
-        table = table.assign(roi="organ")
+    table = _with_roi(table.copy())
     rows = []
     for (method, roi, post), part in table.groupby(["method", "roi", "postprocess"], sort=False):
         full = table[(table["method"] == "full") & (table["roi"] == roi) & (table["postprocess"] == post)]

@@ -101,7 +101,7 @@ SPLIT = dict(zip(CASES["case"], CASES["split"]))
 SYNTHETIC = [
     c
     for c, i in zip(CASES["case"], CASES["image"])
-    if i == L.PHANTOM_IMAGE.format(case=c)
+    if DATASET["source"] == "synthetic" and i == L.PHANTOM_IMAGE.format(case=c)
 ]
 TRAIN = sorted(c for c, s in SPLIT.items() if s == "train")
 TEST = sorted(c for c, s in SPLIT.items() if s == "test")

@@ -78,3 +78,26 @@ def test_post_processing_per_box_on_the_users_path_and_overall_on_the_organ():
     assert kept.sum() == 216 + 8  # each box's largest component: both lesions, not the speck
     assert postprocess_mask(mask, record, image, "largest_component", "organ").sum() == 216  # the largest overall
     assert postprocess_mask(mask, {**record, "placement": "organ"}, image, "largest_component").sum() == 216
+
+
+def test_a_test_case_without_boxes_from_its_label_gets_no_second_row(tmp_path):
+    """A labelled test case with no lesion (its boxes: none) or a user's boxes has nothing to
+    place the other way: its second-row file holds the header only, and the summary skips it."""
+    import pandas as pd
+
+    from boxseg.report import summarise_metrics
+    from boxseg.steps.evaluate import METRIC_COLUMNS, evaluate_other_roi
+
+    for source in ("none", "file"):
+        boxes = tmp_path / f"{source}.json"
+        boxes.write_text(json.dumps({"case": "c1", "source": source, "boxes": []}))
+        out = tmp_path / f"{source}.tsv"
+        evaluate_other_roi("c1", tmp_path / "absent.nii.gz", tmp_path / "absent.nii.gz", boxes, tmp_path / "absent.pt", out,
+                           preprocess={}, tumor_values=[2], organ_values=[1])
+        assert out.read_text().split() == METRIC_COLUMNS
+    own = tmp_path / "own.tsv"
+    pd.DataFrame([{**dict.fromkeys(METRIC_COLUMNS, 0.5), "case": "c1", "method": "weak", "roi": "boxes",
+                   "postprocess": "none"}]).to_csv(own, sep="\t", index=False)
+    summary = summarise_metrics([own], tmp_path / "m.tsv", tmp_path / "s.tsv", other_roi_paths=[tmp_path / "none.tsv"],
+                                out_other_roi=tmp_path / "mo.tsv")
+    assert set(summary["scored"]) == {"run"} and (summary["n"] == 1).all()

@@ -99,6 +99,7 @@ class TestTinyWorkflow:
         assert summary["method"].tolist() == (["ccnn"] * 10 + ["full"] * 10 + ["sdi"] * 10 + ["weak"] * 10) * 2
         # the run's own rows first, then the second, labelled row: the same models with the ROI on the organ
         assert summary["roi"].tolist() == ["boxes"] * 40 + ["organ"] * 40
+        assert summary["scored"].tolist() == ["run"] * 40 + ["other_roi"] * 40
         other = pd.read_csv(tiny_run / "results/metrics_other_roi.tsv", sep="\t")
         assert (other["roi"] == "organ").all() and other[["case", "method", "postprocess"]].equals(
             metrics[["case", "method", "postprocess"]])
@@ -255,7 +256,8 @@ class TestRerunsTouchOnlyWhatChanged:
         work = _copy_run(tiny_run, tmp_path)
         _edit_volume(work / "results/data/case_00004/imaging.nii.gz", lambda a: a.__setitem__((0, 0, 0), a[0, 0, 0] + 1))
         counts = _job_counts(_run(["--configfile", "config.yaml", "--cores", "1", "-n"], work).stdout)
-        assert counts == {"preprocess": 1, "infer": 4, "evaluate": 4, "summarise": 1, "overview": 1, "all": 1, "total": 12}  # 4 methods
+        assert counts == {"preprocess": 1, "infer": 4, "evaluate": 4, "evaluate_other_roi": 4, "summarise": 1, "overview": 1,
+                          "all": 1, "total": 16}  # 4 methods
 
     def test_changed_training_label_retrains_its_group_only(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)
@@ -266,7 +268,7 @@ class TestRerunsTouchOnlyWhatChanged:
         assert counts["fuse"] == 4  # every training case meets the retrained group model
         assert counts["scribbles"] == counts["sdi_labels"] == 1
         assert counts["final_training_set"] == counts["train_final"] == 4  # every method trains on case_00000
-        assert counts["infer"] == 4 and "phantom" not in counts
+        assert counts["infer"] == 4 and "phantoms" not in counts
 
     def test_changed_hyperparameter_reruns_training_not_preprocessing(self, tiny_run, tmp_path):
         work = _copy_run(tiny_run, tmp_path)

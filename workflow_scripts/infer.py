@@ -16,6 +16,7 @@ run_step(
         flip_tta=s.params.flip_tta,
         threads=s.threads,
         device=s.params.device,
+        claim=bool(s.resources.get("gpu", 0)),  # claim a GPU where the rule declares one
         extra={
             "probability": s.output.probability_original,
             "lesions": s.output.lesions,

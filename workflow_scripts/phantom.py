@@ -10,4 +10,5 @@ def step(s):
             done.result()
 
 
-run_step(snakemake, step)
+if __name__ == "__main__":  # the pool's workers may re-import this script (spawn)
+    run_step(snakemake, step)

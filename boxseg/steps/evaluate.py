@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import fields
 
 import numpy as np
 import SimpleITK as sitk
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 from boxseg.atomic import write_text
 from boxseg.boxes import bounds_mask, roi_bounds
 from boxseg.io import read_array, read_image, read_json, spacing_zyx
+from boxseg.metrics import SegmentationScores
 from boxseg.postprocess import PLACEMENTS, POSTPROCESSING, placement_of, postprocess_mask
 
 log = logging.getLogger("boxseg")
@@ -33,11 +35,13 @@ def evaluate_case(case: str, raw_prediction_path: str | os.PathLike, image_path:
 def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str | os.PathLike, boxes_json: str | os.PathLike,
                        model_path: str | os.PathLike, out_tsv: str | os.PathLike, *, preprocess: dict, tumor_values: Sequence[int],
                        organ_values: Sequence[int], method: str = "weak", flip_tta: bool = False, threads: int = 1,
-                       device: str = "auto") -> None:
+                       device: str = "auto", claim: bool = True) -> None:
     """The second evaluation row of a research-mode test case: the same model and boxes with
     the ROI placed the other way (``postprocess.PLACEMENTS``; on the organ where the run
     places it on the boxes, and the other way round) and that placement's post-processing,
-    so the user's path and the paper's kidney crop are both scored in one run."""
+    so the user's path and the paper's kidney crop are both scored in one run. A case whose
+    boxes were not made from its label (no lesion in it) has no second row: its file holds
+    only the header. ``claim``: claim a GPU (the rule declares one)."""
     from boxseg.boxes import read_boxes
     from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
@@ -47,17 +51,24 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
     from boxseg.steps.preprocess import case_roi
 
     boxes = read_boxes(boxes_json, case)
+    if boxes["source"] != "label" or not boxes["boxes"]:
+        log.info("case %s: boxes from %s, no second placement to score", case, boxes["source"])
+        write_text("\t".join(METRIC_COLUMNS) + "\n", out_tsv)
+        return
     where = next(p for p in PLACEMENTS if p != placement_of(boxes))
     image, label = load_case(case, image_path, label_path)
     roi, _, _ = case_roi(case, image, label, where, boxes["boxes"], spacing_mm=preprocess["spacing_mm"],
                          roi_size_mm=preprocess["roi_size_mm"], window_hu=preprocess["window_hu"], tumor_values=tumor_values,
                          organ_values=organ_values)
     configure_torch(threads)
-    dev = select_device(device)
+    dev = select_device(device, claim=claim)
     model, patch = load_model(model_path, dev)
     probability = predict_probability(model, sitk.GetArrayViewFromImage(roi), patch, dev, flip_tta=flip_tta)
     raw = to_original_grid(array_like(probability, roi), image) > 0.5
     _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
+
+
+METRIC_COLUMNS = ["case", "method", "roi", "postprocess", *(f.name for f in fields(SegmentationScores)), "box_dsc"]  # a metrics file's
 
 
 def _write_scores(case: str, raw: np.ndarray, image: sitk.Image, label_path: str | os.PathLike, boxes: dict,

@@ -16,7 +16,7 @@ log = logging.getLogger("boxseg")
 
 def fuse_case(case: str, roi_image_path: str | os.PathLike, pseudo_mask_path: str | os.PathLike, model_paths: Sequence[str | os.PathLike],
               boxes_json: str | os.PathLike, geometry_json: str | os.PathLike, out_predictions: Sequence[str | os.PathLike],
-              out_fusion: str | os.PathLike, out_weight: str | os.PathLike, *, crf_params: dict, threads: int = 1, device: str = "auto",
+              out_fusion: str | os.PathLike, out_weight: str | os.PathLike, *, crf_params: dict, threads: int = 1, device: str = "auto", claim: bool = True,
               threshold: float = 0.5) -> None:
     """Stage 2 per case: group models' masks P1..PK, FM = ConvCRF(PM or P1 or ... or PK),
     V = PM + sum Pk with V = 0 -> K + 1."""
@@ -27,7 +27,7 @@ def fuse_case(case: str, roi_image_path: str | os.PathLike, pseudo_mask_path: st
     from boxseg.network import load_model, predict_probability
 
     configure_torch(threads)
-    dev = select_device(device)
+    dev = select_device(device, claim=claim)
     image, roi = read_array(roi_image_path, case)
     pm = read_array(pseudo_mask_path, case, np.uint8)[0] > 0
     preds = []

@@ -17,7 +17,7 @@ log = logging.getLogger("boxseg")
 
 def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str | os.PathLike, model_path: str | os.PathLike,
                  boxes_json: str | os.PathLike, out_probability: str | os.PathLike, out_raw: str | os.PathLike, out_mask: str | os.PathLike,
-                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto",
+                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto", claim: bool = True,
                  extra: dict | None = None) -> None:
     """Final inference: ROI probability, mapped back to the original grid and thresholded
     (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``).
@@ -31,7 +31,7 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     from boxseg.network import load_model, predict_probability
 
     configure_torch(threads)
-    dev = select_device(device)
+    dev = select_device(device, claim=claim)
     image, roi = read_array(roi_image_path, case)
     original = read_image(image_path, case)
     boxes = read_boxes(boxes_json, case)
