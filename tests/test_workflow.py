@@ -213,7 +213,7 @@ class TestTinyWorkflow:
         html = (tiny_run / "report.html").read_text(errors="ignore")
         assert "summary.tsv" in html or "summary" in html
         # it opens on what the run achieved: results/overview.rst as its front page, the scores as tables
-        front = (tiny_run / "results/overview.rst").read_text()
+        front = (tiny_run / "results/overview.rst").read_text(encoding="utf-8")
         assert "What this run achieved" in html and "csv-table:: Test scores" in front
         assert front.count('"weak", "boxes", "largest"') == 1 and '"weak", "organ", "largest"' in front
 
