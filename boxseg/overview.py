@@ -118,7 +118,7 @@ def _front_scores(summary: pd.DataFrame) -> pd.DataFrame:
         for score, name in (("dsc", "DSC"), ("hd95_mm", "HD95 mm"), ("box_dsc", "box DSC")):
             s = part[part["score"] == score]
             if len(s):
-                row[name] = f"{s['mean'].iloc[0]:.3f} ± {s['sd'].iloc[0]:.3f}"
+                row[name] = _plus_minus(s["mean"].iloc[0], s["sd"].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -141,7 +141,12 @@ def _front_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"method": comparison["method"], "ROI on": _roi_labels(comparison),
                          "filter": comparison["postprocess"].replace({"largest_component": "largest"}), "n": comparison["n"],
                          "DSC": comparison["dsc"], "full": comparison["dsc_full"],
-                         "ratio": [f"{r:.3f} ± {e:.3f}" for r, e in zip(comparison["ratio"], comparison["ratio_se"])]})
+                         "ratio": [_plus_minus(r, e) for r, e in zip(comparison["ratio"], comparison["ratio_se"])]})
+
+
+def _plus_minus(value: float, error: float) -> str:
+    """``value ± error`` to 3 decimals; the value alone where there is no error (one case)."""
+    return f"{value:.3f} ± {error:.3f}" if pd.notna(error) else f"{value:.3f}"
 
 
 def _rst_text(text: str) -> str:

@@ -215,7 +215,8 @@ class TestTinyWorkflow:
         # it opens on what the run achieved: results/overview.rst as its front page, the scores as tables
         front = (tiny_run / "results/overview.rst").read_text(encoding="utf-8")
         assert "What this run achieved" in html and "csv-table:: Test scores" in front
-        assert front.count('"weak", "boxes", "largest"') == 1 and '"weak", "organ", "largest"' in front
+        assert front.count('"weak", "boxes", "largest"') == 2  # its scores and its ratio to full
+        assert front.count('"weak", "organ (second row)", "largest"') == 2  # the same, scored with the ROI on the organ
 
 
 def test_dry_run_default_config_lists_per_case_and_group_jobs(tmp_path):
