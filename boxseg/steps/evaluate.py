@@ -28,8 +28,9 @@ def evaluate_case(case: str, raw_prediction_path: str | os.PathLike, image_path:
 
     image = read_image(image_path, case)
     raw = sitk.GetArrayFromImage(read_label(raw_prediction_path, image, case)) > 0
-    _write_scores(case, raw, image, label_path, read_json(boxes_json), out_tsv, tumor_values=tumor_values, method=method,
-                  where=placement_of(read_json(boxes_json)))
+    boxes = read_json(boxes_json)
+    _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method,
+                  where=placement_of(boxes))
 
 
 def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str | os.PathLike, boxes_json: str | os.PathLike,
@@ -43,11 +44,9 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
     boxes were not made from its label (no lesion in it) has no second row: its file holds
     only the header. ``claim``: claim a GPU (the rule declares one)."""
     from boxseg.boxes import read_boxes
-    from boxseg.device import configure_torch, select_device
     from boxseg.geometry import to_original_grid
-    from boxseg.io import array_like
-    from boxseg.network import load_model, predict_probability
     from boxseg.preprocess import load_case
+    from boxseg.steps.infer import roi_probability
     from boxseg.steps.preprocess import case_roi
 
     boxes = read_boxes(boxes_json, case)
@@ -57,14 +56,12 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
         return
     where = next(p for p in PLACEMENTS if p != placement_of(boxes))
     image, label = load_case(case, image_path, label_path)
-    roi, _, _ = case_roi(case, image, label, where, boxes["boxes"], spacing_mm=preprocess["spacing_mm"],
-                         roi_size_mm=preprocess["roi_size_mm"], window_hu=preprocess["window_hu"], tumor_values=tumor_values,
-                         organ_values=organ_values)
-    configure_torch(threads)
-    dev = select_device(device, claim=claim)
-    model, patch = load_model(model_path, dev)
-    probability = predict_probability(model, sitk.GetArrayViewFromImage(roi), patch, dev, flip_tta=flip_tta)
-    raw = to_original_grid(array_like(probability, roi), image) > 0.5
+    roi, _, geometry = case_roi(case, image, label, where, boxes["boxes"], spacing_mm=preprocess["spacing_mm"],
+                                roi_size_mm=preprocess["roi_size_mm"], window_hu=preprocess["window_hu"],
+                                tumor_values=tumor_values, organ_values=organ_values)
+    probability = roi_probability(case, model_path, sitk.GetArrayFromImage(roi), roi, geometry, flip_tta=flip_tta,
+                                  threads=threads, device=device, claim=claim)
+    raw = to_original_grid(probability, image) > 0.5
     _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
 
 

@@ -26,21 +26,16 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     ``probability`` (the lesion probability), ``lesions`` (the mask's lesions labelled 1..n,
     largest first) with ``lesion_table`` (their volumes and centres, TSV), and ``markups``
     (the case's boxes as 3D Slicer ROI markups, for review)."""
-    from boxseg.device import configure_torch, select_device
+    from boxseg import layout
     from boxseg.geometry import to_original_grid
-    from boxseg.network import load_model, predict_probability
+    from boxseg.io import read_json
 
-    configure_torch(threads)
-    dev = select_device(device, claim=claim)
     image, roi = read_array(roi_image_path, case)
     original = read_image(image_path, case)
     boxes = read_boxes(boxes_json, case)
-    try:
-        model, patch = load_model(model_path, dev)
-    except ValueError as err:
-        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
-    _check_preprocessing(case, model_path, roi_image_path)
-    prob_roi = array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
+    geometry = layout.roi_geometry_of(roi_image_path)
+    prob_roi = roi_probability(case, model_path, image, roi, read_json(geometry) if geometry.exists() else None,
+                               flip_tta=flip_tta, threads=threads, device=device, claim=claim)
     probability = to_original_grid(prob_roi, original)
     raw = probability > 0.5
     mask = postprocess_mask(raw, boxes, original, postprocess)
@@ -74,18 +69,32 @@ def _write_extra(extra: dict, probability: np.ndarray, mask: np.ndarray, boxes: 
         write_text(json.dumps(slicer_markups(boxes["boxes"], original), indent=2) + "\n", extra["markups"])
 
 
-def _check_preprocessing(case: str, model_path: str | os.PathLike, roi_image_path: str | os.PathLike) -> None:
+def roi_probability(case: str, model_path: str | os.PathLike, image: np.ndarray, roi: sitk.Image, geometry: dict | None, *,
+                    flip_tta: bool = False, threads: int = 1, device: str = "auto", claim: bool = True) -> sitk.Image:
+    """A final model's lesion probability on a case's ROI grid (``image`` on ``roi``): the model
+    loaded (a file that is not one: a one-line error), checked against the case's preprocessing
+    (``geometry``, the ROI's record; None: not recorded, not checked), then sliding-window
+    inference. ``claim``: claim a GPU (the rule declares one)."""
+    from boxseg.device import configure_torch, select_device
+    from boxseg.network import load_model, predict_probability
+
+    configure_torch(threads)
+    dev = select_device(device, claim=claim)
+    try:
+        model, patch = load_model(model_path, dev)
+    except ValueError as err:
+        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
+    if geometry is not None:
+        _check_preprocessing(case, model_path, geometry)
+    return array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
+
+
+def _check_preprocessing(case: str, model_path: str | os.PathLike, geometry: dict) -> None:
     """A one-line error when the case was preprocessed otherwise than the model's training
     images (another spacing or HU window: ``model=`` under another config)."""
-
-    from boxseg import layout
-    from boxseg.io import read_json
     from boxseg.network import model_preprocessing, preprocessing_mismatch
 
-    geometry = layout.roi_geometry_of(roi_image_path)
-    if not geometry.exists():
-        return
-    mismatch = preprocessing_mismatch(model_preprocessing(model_path), read_json(geometry))
+    mismatch = preprocessing_mismatch(model_preprocessing(model_path), geometry)
     if mismatch:
         raise CaseError(case, model_path, f"the model was trained on other preprocessing ({mismatch}): set preprocess "
                         "as it was (spacing_mm, window_hu) to predict with it")
