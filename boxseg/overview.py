@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from html import escape
 from pathlib import Path
 
@@ -31,17 +31,17 @@ stage 3    --train_final--> the final model of each method  (VWCE on FM and V, o
 SCORES = ["dsc", "hd95_mm", "asd_mm", "box_dsc"]
 
 
-def score_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary.tsv`` as one row per method, ROI placement and post-processing: mean +- sd
-    (median) of each score."""
+def score_table(summary: pd.DataFrame, scores: Sequence[str] = SCORES,
+                cell: Callable[[pd.Series], str] = lambda s: f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['median']:.3f})") -> pd.DataFrame:
+    """``summary.tsv`` as one row per method, ROI placement and post-processing: each of
+    ``scores`` as ``cell`` writes its summary row (default mean +- sd (median))."""
     rows = []
     for (method, roi, post), part in _groups(summary):
         row = {"method": method, "ROI on": roi, "post-processing": post, "test cases": int(part["n"].max())}
-        for score in SCORES:
+        for score in scores:
             s = part[part["score"] == score]
             if len(s):
-                s = s.iloc[0]
-                row[score] = f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['median']:.3f})"
+                row[score] = cell(s.iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -111,16 +111,10 @@ def overview_rst(run_dir: str | os.PathLike, out_rst: str | os.PathLike, *, what
 
 def _front_scores(summary: pd.DataFrame) -> pd.DataFrame:
     """Per method, ROI placement and post-processing: DSC, HD95 and the box's DSC, mean ± sd."""
-    rows = []
-    for (method, roi, post), part in _groups(summary):
-        row = {"method": method, "ROI on": roi, "filter": "largest" if post == "largest_component" else post,
-               "n": int(part["n"].max())}
-        for score, name in (("dsc", "DSC"), ("hd95_mm", "HD95 mm"), ("box_dsc", "box DSC")):
-            s = part[part["score"] == score]
-            if len(s):
-                row[name] = _plus_minus(s["mean"].iloc[0], s["sd"].iloc[0])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    table = score_table(summary, ("dsc", "hd95_mm", "box_dsc"), lambda s: _plus_minus(s["mean"], s["sd"]))
+    table["post-processing"] = table["post-processing"].replace({"largest_component": "largest"})
+    return table.rename(columns={"post-processing": "filter", "test cases": "n", "dsc": "DSC", "hd95_mm": "HD95 mm",
+                                 "box_dsc": "box DSC"})
 
 
 def _groups(summary: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
