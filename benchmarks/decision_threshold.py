@@ -8,8 +8,16 @@ The infer rule maps each test case's probability (``probability_roi.nii.gz``) on
 the original grid and keeps the voxels above 0.5. This re-thresholds the saved
 probabilities, post-processes each mask as infer does and scores its DSC on the
 original grid as evaluate does, so the rows at 0.5 are the run's ``metrics.tsv``.
-The thresholds are chosen on the test cases: the best one is an oracle figure that
-shows a model's volume bias, not a result.
+The fixed thresholds are chosen on the test cases: the best one is an oracle figure
+that shows a model's volume bias, not a result.
+
+Each method also gets a ``calibrated`` row: the threshold chosen on the training cases
+held out of its final training (``final_training.validation_cases``) against the
+targets it trained on (``boxseg.calibration``; what ``final.threshold: calibrated``
+uses), read from the model file, or computed here for a model trained before models
+recorded it. That row is an honest figure: no test case chose it. With ``--loo`` the
+held-out cases also say, one left out at a time, whether calibrating beats 0.5 on a
+case the threshold was not chosen on (a training-case check, printed before the table).
 
 One row per method, threshold and post-processing: mean and median DSC over the
 labelled test cases, the median predicted volume as a multiple of the reference's,
@@ -36,8 +44,58 @@ from boxseg.metrics import dice
 from boxseg.postprocess import POSTPROCESSING, postprocess_mask
 
 
-def case_scores(run_dir: Path, methods, thresholds, tumor_values) -> pd.DataFrame:
-    """One row per labelled test case, method, threshold and post-processing."""
+def held_out(run_dir: Path, method: str, config: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A final model's held-out training cases as its training split them: their
+    probabilities under the model and their targets."""
+    import torch
+
+    from boxseg.io import read_array
+    from boxseg.methods import resolve, training_settings
+    from boxseg.network import load_model, predict_probability
+    from boxseg.steps.train import _read_target
+    from boxseg.training import TrainSettings, validation_split
+
+    final = config["final"]
+    recipe = resolve(method, config["groups"]["k"], final["loss"], final.get("full_loss", "wce"))
+    settings = TrainSettings.from_dict(training_settings(recipe, config["final_training"], config))
+    table = pd.read_csv(L.path(L.TRAINING_SET, run_dir, method=method), sep="\t", dtype=str)
+    _, held = validation_split(len(table), settings)
+    model, patch = load_model(L.path(L.MODEL, run_dir, method=method))
+    with torch.no_grad():
+        probabilities = [predict_probability(model, read_array(run_dir / table["image"].iloc[i])[0], patch) for i in held]
+    return probabilities, [_read_target(str(run_dir / table["target"].iloc[i])) for i in held]
+
+
+def calibration_of(run_dir: Path, method: str, config: dict, loo: bool) -> dict:
+    """The method's calibration record: the model's own, else computed from its held-out
+    cases; with ``loo``, ``loo_dsc`` and ``loo_dsc_at_half``: each held-out case's DSC at the
+    threshold the others chose, and at 0.5 (means)."""
+    from boxseg.calibration import calibrate, threshold_table
+    from boxseg.losses import IGNORE
+    from boxseg.network import model_calibration
+
+    record = model_calibration(L.path(L.MODEL, run_dir, method=method))
+    if record and not loo:
+        return record
+    probabilities, targets = held_out(run_dir, method, config)
+    if not probabilities:
+        sys.exit(f"{method}: its final training held out no cases (final_training.validation_cases): nothing to calibrate on")
+    record = record or calibrate(probabilities, targets, ignore=IGNORE)
+    if loo and len(probabilities) > 1:
+        left_out = []
+        for i in range(len(probabilities)):
+            others = [j for j in range(len(probabilities)) if j != i]
+            t = calibrate([probabilities[j] for j in others], [targets[j] for j in others], ignore=IGNORE)["threshold"]
+            dsc = {r["threshold"]: r["mean_dsc"] for r in threshold_table([probabilities[i]], [targets[i]], ignore=IGNORE)}
+            left_out.append((dsc[t], dsc[0.5]))
+        record = {**record, "loo_dsc": float(np.mean([a for a, _ in left_out])),
+                  "loo_dsc_at_half": float(np.mean([b for _, b in left_out]))}
+    return record
+
+
+def case_scores(run_dir: Path, methods, thresholds, tumor_values, calibrated: dict | None = None) -> pd.DataFrame:
+    """One row per labelled test case, method, threshold and post-processing (``calibrated``:
+    each method's own threshold besides, its rows marked ``chosen_on: held-out``)."""
     cases = pd.read_csv(L.path(L.CASES, run_dir), sep="\t", dtype=str, keep_default_na=False)
     test = cases[(cases["split"] == "test") & (cases["label"] != "")]
     rows = []
@@ -48,21 +106,24 @@ def case_scores(run_dir: Path, methods, thresholds, tumor_values) -> pd.DataFram
         for method in methods:
             path = L.path(L.PROBABILITY_ROI, run_dir, method=method, case=case)
             probability = to_original_grid(read_image(path, case), image)
-            for threshold in thresholds:
+            cuts = [(t, "test") for t in thresholds] + ([(calibrated[method]["threshold"], "held-out")] if calibrated else [])
+            for threshold, chosen_on in cuts:
                 for postprocess in POSTPROCESSING:
                     mask = postprocess_mask(probability > threshold, boxes, image, postprocess)
-                    rows.append({"case": case, "method": method, "threshold": threshold, "postprocess": postprocess,
-                                 "dsc": dice(mask, ref), "volume": mask.sum() / max(int(ref.sum()), 1)})
+                    rows.append({"case": case, "method": method, "threshold": threshold, "chosen_on": chosen_on,
+                                 "postprocess": postprocess, "dsc": dice(mask, ref), "volume": mask.sum() / max(int(ref.sum()), 1)})
     return pd.DataFrame(rows)
 
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
-    keys = ["method", "threshold", "postprocess"]
+    keys = ["method", "chosen_on", "threshold", "postprocess"]
     table = scores.groupby(keys, sort=True).agg(n=("dsc", "size"), dsc=("dsc", "mean"), dsc_median=("dsc", "median"),
                                                 volume_median=("volume", "median")).reset_index()
     if "full" in set(table["method"]):
-        full = table[table["method"] == "full"].set_index(["threshold", "postprocess"])["dsc"]
-        ref = [full.get((t, p), 0.0) for t, p in zip(table["threshold"], table["postprocess"])]
+        full = table[table["method"] == "full"].set_index(["chosen_on", "threshold", "postprocess"])["dsc"]
+        full_calibrated = table[(table["method"] == "full") & (table["chosen_on"] == "held-out")].set_index("postprocess")["dsc"]
+        ref = [full_calibrated.get(p, 0.0) if c == "held-out" else full.get((c, t, p), 0.0)
+               for c, t, p in zip(table["chosen_on"], table["threshold"], table["postprocess"])]
         table["ratio_to_full"] = [d / f if f > 0 else np.nan for d, f in zip(table["dsc"], ref)]  # NaN: full at DSC 0
     return table
 
@@ -74,6 +135,9 @@ def main(argv=None):
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     ap.add_argument("--config", nargs="+", default=[str(ROOT / "config.yaml")],
                     help="the run's config files, in the order it layered them (for dataset.tumor_values)")
+    ap.add_argument("--calibrated", action="store_true",
+                    help="add each method's threshold chosen on its held-out training cases (needs the run's --config)")
+    ap.add_argument("--loo", action="store_true", help="with --calibrated: leave-one-out over the held-out cases")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if not all(0 < t < 1 for t in args.thresholds):
@@ -81,8 +145,16 @@ def main(argv=None):
     missing = [m for m in args.methods if not L.path(L.MODEL, args.run_dir, method=m).exists()]
     if missing:
         sys.exit(f"no final model of {', '.join(missing)} in {args.run_dir} ({L.MODEL})")
-    tumor_values = merged(args.config)["dataset"]["tumor_values"]
-    scores = case_scores(args.run_dir, args.methods, args.thresholds, tumor_values)
+    config = merged(args.config)
+    calibrated = None
+    if args.calibrated:
+        calibrated = {m: calibration_of(args.run_dir, m, config, args.loo) for m in args.methods}
+        for m, record in calibrated.items():
+            print(f"{m}: threshold {record['threshold']:.2f} on {record['cases']} held-out case(s), DSC {record['dsc']:.3f} "
+                  f"({record['dsc_at_half']:.3f} at 0.5), median volume {record['volume_ratio']:.2f}x the target's "
+                  f"({record['volume_ratio_at_half']:.2f}x at 0.5)" + (f"; left one out: {record['loo_dsc']:.3f} calibrated, "
+                  f"{record['loo_dsc_at_half']:.3f} at 0.5" if "loo_dsc" in record else ""))
+    scores = case_scores(args.run_dir, args.methods, args.thresholds, config["dataset"]["tumor_values"], calibrated)
     if scores.empty:
         sys.exit(f"no labelled test cases in {L.path(L.CASES, args.run_dir)}")
     table = summarise(scores)

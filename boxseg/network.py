@@ -76,21 +76,35 @@ def build_network(name: str, features: Sequence[int], spatial_dims: int = 3) -> 
     return NETWORK_BUILDERS[name](features, spatial_dims)
 
 
-def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike, preprocessing: dict | None = None) -> None:
-    """The weights (on CPU), what rebuilds the network and the preprocessing its training
-    images had (``preprocessing``: ``spacing_mm``, ``window_hu``), written atomically."""
+def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike, preprocessing: dict | None = None,
+               calibration: dict | None = None) -> None:
+    """The weights (on CPU), what rebuilds the network, the preprocessing its training
+    images had (``preprocessing``: ``spacing_mm``, ``window_hu``) and its decision threshold
+    chosen on held-out training cases (``calibration``, ``calibration.calibrate``), written
+    atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     record = {"state_dict": state, "network": settings.network, "features": list(settings.features),
               "patch_size": list(settings.patch_size), "spatial_dims": settings.spatial_dims}
     if preprocessing:
         record["preprocessing"] = preprocessing
+    if calibration:
+        record["calibration"] = calibration
     atomic_torch_save(record, Path(path))
 
 
 def model_preprocessing(path: str | os.PathLike) -> dict:
     """The preprocessing a model's training images had (``save_model``); {} for a model saved
     without it."""
-    return dict(torch.load(path, map_location="cpu", weights_only=True).get("preprocessing") or {})
+    return _model_entry(path, "preprocessing")
+
+
+def model_calibration(path: str | os.PathLike) -> dict:
+    """A model's calibration record (``save_model``); {} for a model trained without held-out cases."""
+    return _model_entry(path, "calibration")
+
+
+def _model_entry(path: str | os.PathLike, key: str) -> dict:
+    return dict(torch.load(path, map_location="cpu", weights_only=True).get(key) or {})
 
 
 def preprocessing_mismatch(trained: dict, geometry: dict) -> str:

@@ -254,14 +254,34 @@ def train(
         if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
             save_checkpoint(run, checkpoint_path, job)
     if run.step == settings.steps:  # stopped early (stop_after): no model, the checkpoint stays
-        _finish(run, settings, model_path, loss_log_path, bool(held), checkpoint_path, preprocessing)
+        calibration = held_out_calibration(run.final, [images[i] for i in held], [targets[i] for i in held], settings, device)
+        _finish(run, settings, model_path, loss_log_path, bool(held), checkpoint_path, preprocessing, calibration)
     return run.final
 
 
+def held_out_calibration(model: torch.nn.Module, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                         settings: TrainSettings, device: torch.device) -> dict | None:
+    """The decision threshold chosen on the held-out cases against their targets
+    (``calibration.calibrate``); None without held-out cases."""
+    if not images:
+        return None
+    from boxseg.calibration import calibrate
+
+    model.eval()
+    with torch.no_grad():
+        probabilities = [predict_probability(model, image, settings.patch_size, device) for image in images]
+    model.train()
+    record = calibrate(probabilities, targets, ignore=IGNORE)
+    log.info("decision threshold %.2f on %d held-out case(s): DSC %.3f (%.3f at 0.5), median volume %.2fx the target's "
+             "(%.2fx at 0.5)", record["threshold"], record["cases"], record["dsc"], record["dsc_at_half"], record["volume_ratio"],
+             record["volume_ratio_at_half"])
+    return record
+
+
 def _finish(run: Run, settings: TrainSettings, model_path: str | os.PathLike, loss_log_path: str | os.PathLike,
-            validated: bool, checkpoint_path: Path | None, preprocessing: dict | None) -> None:
-    """Write the model and the whole loss log; drop the checkpoint."""
-    save_model(run.final, settings, model_path, preprocessing)
+            validated: bool, checkpoint_path: Path | None, preprocessing: dict | None, calibration: dict | None = None) -> None:
+    """Write the model (with its held-out calibration, if any) and the whole loss log; drop the checkpoint."""
+    save_model(run.final, settings, model_path, preprocessing, calibration)
     write_text(_loss_log(run.history, validated), loss_log_path)
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)

@@ -23,6 +23,15 @@ if not _window[0] < _window[1]:
         f"preprocess.window_hu {_window}: the lower bound must be below the upper (e.g. [-200, 500]); "
         "otherwise every image would be blank"
     )
+if (
+    config["final"]["threshold"] == "calibrated"
+    and not config.get("model")
+    and not config["final_training"].get("validation_cases")
+):
+    raise ValueError(
+        "final.threshold is 'calibrated' but final_training.validation_cases is 0: the threshold is chosen on "
+        "held-out training cases, so hold some out (e.g. 5) or set a number (0.5)"
+    )
 
 DATASET = config["dataset"]
 if config.get("dataset_dir"):

@@ -52,6 +52,7 @@ rule evaluate_other_roi:
         tumor_values=TUMOR,
         organ_values=ORGAN,
         flip_tta=config["final"]["flip_tta"],
+        threshold=config["final"]["threshold"],
         device=config["device"],
     script:
         "../workflow_scripts/evaluate_other_roi.py"

@@ -65,6 +65,7 @@ rule infer:
     params:
         postprocess=config["final"]["postprocess"],
         flip_tta=config["final"]["flip_tta"],
+        threshold=config["final"]["threshold"],
         device=config["device"],
     script:
         "../workflow_scripts/infer.py"

@@ -17,3 +17,18 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"shared data not found at {SHARED}")
     return SHARED
+
+
+def preprocessed_phantom(tmp_path) -> Path:
+    """A phantom case ``c1`` (``img.nii.gz``, ``seg.nii.gz``, ``boxes.json`` in ``tmp_path``)
+    preprocessed into ``tmp_path / "roi"`` at 4 mm, as inference tests read it."""
+    from boxseg.phantom import write_phantom_case
+    from boxseg.steps.preprocess import preprocess_case
+
+    write_phantom_case(3, tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz")
+    roi = tmp_path / "roi"
+    roi.mkdir()
+    preprocess_case("c1", tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz", tmp_path / "boxes.json", roi / "image.nii.gz",
+                    roi / "label.nii.gz", roi / "geometry.json", margin_mm=3.5, spacing_mm=(4, 4, 4), roi_size_mm=(64, 64, 64),
+                    window_hu=(-200, 500), tumor_values=[2], organ_values=[1])
+    return roi

@@ -167,6 +167,14 @@ def test_an_impossible_hu_window_is_refused(tmp_path, window):
     assert out.returncode != 0 and f"preprocess.window_hu {window}: the lower bound must be below the upper" in out.stdout + out.stderr
 
 
+def test_a_calibrated_threshold_without_held_out_cases_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("final:\n  threshold: calibrated\nfinal_training:\n  validation_cases: 0\n")
+    out = _dry_run(tmp_path, tmp_path / "c.yaml")
+    assert out.returncode != 0 and "final.threshold is 'calibrated' but final_training.validation_cases is 0" in out.stdout + out.stderr
+    (tmp_path / "c.yaml").write_text("final:\n  threshold: 1.5\n")
+    assert _dry_run(tmp_path, tmp_path / "c.yaml").returncode != 0  # the schema: a number in (0, 1) or calibrated
+
+
 def test_a_model_that_is_not_one_is_refused_and_predicting_needs_no_training_case(tmp_path, case_files):
     _, image, _ = case_files
     (tmp_path / "model.pt").write_text("not a model\n")

@@ -119,17 +119,11 @@ def test_a_model_records_its_preprocessing_and_inference_checks_it(tmp_path):
     than the model's training images fails with one line naming the model and the difference."""
     from boxseg.io import CaseError
     from boxseg.network import model_preprocessing, save_model
-    from boxseg.phantom import write_phantom_case
     from boxseg.steps.infer import predict_case
-    from boxseg.steps.preprocess import preprocess_case
     from boxseg.training import start_run
+    from tests.conftest import preprocessed_phantom
 
-    write_phantom_case(3, tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz")
-    roi = tmp_path / "roi"
-    roi.mkdir()
-    preprocess_case("c1", tmp_path / "img.nii.gz", tmp_path / "seg.nii.gz", tmp_path / "boxes.json", roi / "image.nii.gz",
-                    roi / "label.nii.gz", roi / "geometry.json", margin_mm=3.5, spacing_mm=(4, 4, 4), roi_size_mm=(64, 64, 64),
-                    window_hu=(-200, 500), tumor_values=[2], organ_values=[1])
+    roi = preprocessed_phantom(tmp_path)
     settings = TrainSettings(**TINY)
     model = start_run(settings, torch.device("cpu")).model
     outputs = [tmp_path / f"{name}.nii.gz" for name in ("prob", "raw", "mask")]

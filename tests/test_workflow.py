@@ -156,19 +156,23 @@ class TestTinyWorkflow:
         assert quality.loc["mean_unseen", ["box", "pseudo_mask", "fusion_mask"]].isna().all()
         assert not list(r.glob("**/checkpoint.pt"))
 
-    def test_decision_threshold_reproduces_the_runs_metrics_at_one_half(self, tiny_run, tmp_path):
-        """benchmarks/decision_threshold.py at 0.5 scores the test cases as infer and evaluate did."""
+    def test_decision_threshold_reproduces_the_runs_metrics_at_the_models_threshold(self, tiny_run, tmp_path):
+        """benchmarks/decision_threshold.py --calibrated scores the test cases as infer and evaluate
+        did with ``final.threshold: calibrated``: the threshold the model recorded on its held-out case."""
+        from boxseg.network import model_calibration
+
         out = tmp_path / "thresholds.tsv"
         subprocess.run([sys.executable, str(ROOT / "benchmarks/decision_threshold.py"), str(tiny_run), "--methods", "weak", "full",
-                        "--thresholds", "0.3", "0.5", "0.9", "--config", str(ROOT / "config.yaml"), str(tiny_run / "config.yaml"),
-                        "--out", str(out)], check=True, capture_output=True, text=True)
+                        "--thresholds", "0.3", "0.5", "0.9", "--calibrated", "--config", str(ROOT / "config.yaml"),
+                        str(tiny_run / "config.yaml"), "--out", str(out)], check=True, capture_output=True, text=True)
         table = pd.read_csv(out, sep="\t")
-        assert len(table) == 2 * 3 * 2 and (table["n"] == 1).all()
+        assert len(table) == 2 * 4 * 2 and (table["n"] == 1).all()
         metrics = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t").set_index(["method", "postprocess"])["dsc"]
-        at_half = table[table["threshold"] == 0.5].set_index(["method", "postprocess"])["dsc"]
-        for key, dsc in at_half.items():
-            assert dsc == pytest.approx(metrics[key], abs=1e-4), key
-        for _, rows in table.groupby(["method", "postprocess"]):
+        calibrated = table[table["chosen_on"] == "held-out"]
+        for (method, postprocess), row in calibrated.set_index(["method", "postprocess"]).iterrows():
+            assert row["threshold"] == model_calibration(tiny_run / f"results/models/{method}/model.pt")["threshold"]
+            assert row["dsc"] == pytest.approx(metrics[(method, postprocess)], abs=1e-4), (method, postprocess)
+        for _, rows in table[table["chosen_on"] == "test"].groupby(["method", "postprocess"]):
             assert rows.sort_values("threshold")["volume_median"].is_monotonic_decreasing
         full = table[table["method"] == "full"]
         assert (full.loc[full["dsc"] > 0, "ratio_to_full"] == 1).all() and full.loc[full["dsc"] == 0, "ratio_to_full"].isna().all()

@@ -15,6 +15,7 @@ run_step(
         organ_values=s.params.organ_values,
         method=s.wildcards.method,
         flip_tta=s.params.flip_tta,
+        threshold=s.params.threshold,
         threads=s.threads,
         device=s.params.device,
         claim=bool(s.resources.get("gpu", 0)),  # claim a GPU where the rule declares one

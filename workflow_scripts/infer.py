@@ -14,6 +14,7 @@ run_step(
         s.output.mask,
         postprocess=s.params.postprocess,
         flip_tta=s.params.flip_tta,
+        threshold=s.params.threshold,
         threads=s.threads,
         device=s.params.device,
         claim=bool(s.resources.get("gpu", 0)),  # claim a GPU where the rule declares one

@@ -35,18 +35,19 @@ def evaluate_case(case: str, raw_prediction_path: str | os.PathLike, image_path:
 
 def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str | os.PathLike, boxes_json: str | os.PathLike,
                        model_path: str | os.PathLike, out_tsv: str | os.PathLike, *, preprocess: dict, tumor_values: Sequence[int],
-                       organ_values: Sequence[int], method: str = "weak", flip_tta: bool = False, threads: int = 1,
-                       device: str = "auto", claim: bool = True) -> None:
+                       organ_values: Sequence[int], method: str = "weak", flip_tta: bool = False, threshold: float | str = 0.5,
+                       threads: int = 1, device: str = "auto", claim: bool = True) -> None:
     """The second evaluation row of a research-mode test case: the same model and boxes with
     the ROI placed the other way (``postprocess.PLACEMENTS``; on the organ where the run
     places it on the boxes, and the other way round) and that placement's post-processing,
     so the user's path and the paper's kidney crop are both scored in one run. A case whose
     boxes were not made from its label (no lesion in it) has no second row: its file holds
-    only the header. ``claim``: claim a GPU (the rule declares one)."""
+    only the header. The mask is cut at the run's ``threshold`` (``steps.infer.decision_threshold``).
+    ``claim``: claim a GPU (the rule declares one)."""
     from boxseg.boxes import read_boxes
     from boxseg.geometry import to_original_grid
     from boxseg.preprocess import load_case
-    from boxseg.steps.infer import roi_probability
+    from boxseg.steps.infer import decision_threshold, roi_probability
     from boxseg.steps.preprocess import case_roi
 
     boxes = read_boxes(boxes_json, case)
@@ -61,7 +62,7 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
                                 tumor_values=tumor_values, organ_values=organ_values)
     probability = roi_probability(case, model_path, sitk.GetArrayFromImage(roi), roi, geometry, flip_tta=flip_tta,
                                   threads=threads, device=device, claim=claim)
-    raw = to_original_grid(probability, image) > 0.5
+    raw = to_original_grid(probability, image) > decision_threshold(case, model_path, threshold)
     _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
 
 

@@ -17,10 +17,11 @@ log = logging.getLogger("boxseg")
 
 def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str | os.PathLike, model_path: str | os.PathLike,
                  boxes_json: str | os.PathLike, out_probability: str | os.PathLike, out_raw: str | os.PathLike, out_mask: str | os.PathLike,
-                 *, postprocess: str = "largest_component", flip_tta: bool = False, threads: int = 1, device: str = "auto", claim: bool = True,
-                 extra: dict | None = None) -> None:
+                 *, postprocess: str = "largest_component", flip_tta: bool = False, threshold: float | str = 0.5, threads: int = 1,
+                 device: str = "auto", claim: bool = True, extra: dict | None = None) -> None:
     """Final inference: ROI probability, mapped back to the original grid and thresholded
-    (``out_raw``), then post-processed (``out_mask``, see ``postprocess_mask``).
+    (``out_raw``; ``threshold`` a number or ``calibrated``, see ``decision_threshold``), then
+    post-processed (``out_mask``, see ``postprocess_mask``).
 
     ``extra`` names further outputs a user opens in their tools, all on the original grid:
     ``probability`` (the lesion probability), ``lesions`` (the mask's lesions labelled 1..n,
@@ -30,6 +31,7 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     from boxseg.geometry import to_original_grid
     from boxseg.io import read_json
 
+    cut = decision_threshold(case, model_path, threshold)
     image, roi = read_array(roi_image_path, case)
     original = read_image(image_path, case)
     boxes = read_boxes(boxes_json, case)
@@ -37,9 +39,10 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     prob_roi = roi_probability(case, model_path, image, roi, read_json(geometry) if geometry.exists() else None,
                                flip_tta=flip_tta, threads=threads, device=device, claim=claim)
     probability = to_original_grid(prob_roi, original)
-    raw = probability > 0.5
+    raw = probability > cut
     mask = postprocess_mask(raw, boxes, original, postprocess)
-    log.info("case %s: %d voxels, %d after %s (boxes from %s)", case, int(raw.sum()), int(mask.sum()), postprocess, boxes["source"])
+    log.info("case %s: %d voxels above %.2f, %d after %s (boxes from %s)", case, int(raw.sum()), cut, int(mask.sum()), postprocess,
+             boxes["source"])
     write_image(prob_roi, out_probability)
     write_image(array_like(raw.astype(np.uint8), original), out_raw)
     if extra:
@@ -87,6 +90,21 @@ def roi_probability(case: str, model_path: str | os.PathLike, image: np.ndarray,
     if geometry is not None:
         _check_preprocessing(case, model_path, geometry)
     return array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
+
+
+def decision_threshold(case: str, model_path: str | os.PathLike, setting: float | str) -> float:
+    """The threshold a model's probability is cut at: ``setting`` (``final.threshold``) when
+    it is a number, the model's own with ``calibrated`` (``calibration``); a one-line error
+    naming the case and the model when the model records none."""
+    from boxseg.calibration import resolve_threshold
+    from boxseg.network import model_calibration
+
+    try:
+        return resolve_threshold(setting, model_calibration(model_path) if setting == "calibrated" else None)
+    except ValueError as err:
+        raise CaseError(case, model_path, str(err)) from None
+    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
+        raise CaseError(case, model_path, f"not a model written by boxseg ({type(err).__name__})") from None
 
 
 def _check_preprocessing(case: str, model_path: str | os.PathLike, geometry: dict) -> None:
