@@ -237,7 +237,14 @@ def what_ran():
         f"{len(TRAIN)} training and {len(EVALUATED)} labelled test cases ({sheet_name()}); "
         f"methods {', '.join(METHODS)}; K = {K}; research-mode boxes: {boxes['protocol']} protocol, "
         f"margin {boxes['margin_mm']} mm; stated slack {boxes.get('slack_mm') or 0} mm; "
-        f"ROIs on the {config['preprocess']['roi_from']}."
+        f"ROIs on the {config['preprocess']['roi_from']}; decision threshold "
+        f"{config['final']['threshold']}"
+        + (
+            " (each model's own, chosen on its held-out training cases)"
+            if config["final"]["threshold"] == "calibrated"
+            else ""
+        )
+        + "."
     )
 
 
