@@ -175,7 +175,7 @@ def _messages(image: torch.Tensor, spacing_mm, params: CRFParams, core):
 
 
 def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Tensor, spacing_mm: Sequence[float],
-               params: CRFParams) -> torch.Tensor:
+               params: CRFParams, kernels: dict | None = None) -> torch.Tensor:
     """Mean-field inference of the binary Potts CRF.
 
     Args:
@@ -183,6 +183,8 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
         image: (B, 1, z, y, x) intensities.
         allowed: (B, 1, z, y, x) bool, False where the label is clamped to background.
         spacing_mm: voxel spacing (z, y, x).
+        kernels: where the message kernels are kept between calls on the same image,
+            ``allowed``, spacing and kernel settings (by message grid factor); None: not kept.
 
     Returns:
         Lesion probability q, zero outside ``allowed``.
@@ -198,7 +200,8 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     if f == 1:
         region = _bounding_slices(allowed, pad=_window(spacing_mm, params)[0])
         core = _bounding_slices(allowed[region])
-        q_c = _mean_field_on_core(unary_logit[region], image[region], allowed_f[region], q[region], core, spacing_mm, params)
+        messages = _kept(kernels, f, lambda: _messages(image[region], spacing_mm, params, core))
+        q_c = _mean_field_on_core(unary_logit[region], allowed_f[region], q[region], core, messages, params)
         q = torch.zeros_like(q)
         q[region][core] = q_c
         return q
@@ -209,7 +212,7 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     scale = float(f**3)  # a coarse voxel stands for f^3 voxels
     # the same physical window: radius r full-resolution voxels -> ceil(r / f) coarse ones
     params = replace(params, window_radius_vox=max(1, -(-params.window_radius_vox // f)))
-    messages = _messages(image, spacing_mm, params, (..., *(slice(0, n) for n in image.shape[-3:])))
+    messages = _kept(kernels, f, lambda: _messages(image, spacing_mm, params, (..., *(slice(0, n) for n in image.shape[-3:]))))
     norm_full = _upsample(messages.norm, q.shape[-3:], f) * scale
     for _ in range(params.iterations):
         message = messages(torch.nn.functional.avg_pool3d(q, **pool))
@@ -217,10 +220,19 @@ def mean_field(unary_logit: torch.Tensor, image: torch.Tensor, allowed: torch.Te
     return q
 
 
-def _mean_field_on_core(unary, image, allowed_f, q, core, spacing_mm, params: CRFParams):
-    """Mean field on ``core`` (the bounding box of the allowed voxels), the normaliser on
-    the whole region (its sources are every voxel within the window)."""
-    messages = _messages(image, spacing_mm, params, core)
+def _kept(kernels: dict | None, key, make):
+    """``kernels[key]``, made by ``make`` the first time; ``make()`` when nothing is kept."""
+    if kernels is None:
+        return make()
+    if key not in kernels:
+        kernels[key] = make()
+    return kernels[key]
+
+
+def _mean_field_on_core(unary, allowed_f, q, core, messages, params: CRFParams):
+    """Mean field on ``core`` (the bounding box of the allowed voxels) with ``messages``
+    (``_messages``, whose normaliser covers the whole region: its sources are every voxel
+    within the window)."""
     unary, allowed_f, q = unary[core], allowed_f[core], q[core]
     for _ in range(params.iterations):
         # Potts: E_fg - E_bg = sum k (1 - q_j) - sum k q_j = norm - 2 message
@@ -265,7 +277,7 @@ def intensity_log_ratio(image: torch.Tensor, fg_weight: torch.Tensor, bg_weight:
 
 
 def refine(image: torch.Tensor, prior: torch.Tensor, allowed: torch.Tensor, sample_bg: torch.Tensor,
-           spacing_mm: Sequence[float], params: CRFParams) -> torch.Tensor:
+           spacing_mm: Sequence[float], params: CRFParams, kernels: dict | None = None) -> torch.Tensor:
     """GrabCut-style rounds of (intensity model, mean field) from a spatial prior.
 
     Args:
@@ -273,6 +285,8 @@ def refine(image: torch.Tensor, prior: torch.Tensor, allowed: torch.Tensor, samp
         prior: (z, y, x) prior probability of lesion.
         allowed: (z, y, x) bool; outside it the label is background.
         sample_bg: (z, y, x) bool; where background intensities are sampled besides (1 - q) inside.
+        kernels: kept message kernels (``mean_field``): a dict shared by the calls on one
+            image and ``allowed`` (stage 1's solutions of one box), or None.
 
     Returns:
         (z, y, x) lesion probability.
@@ -288,7 +302,7 @@ def refine(image: torch.Tensor, prior: torch.Tensor, allowed: torch.Tensor, samp
         bg_w = (1.0 - q) * allowed_f + sample_bg.to(image.dtype)
         ratio = intensity_log_ratio(image, fg_w, bg_w, params.histogram_bins)
         unary = params.prior_weight * prior_logit + params.intensity_weight * ratio
-        q = mean_field(unary[None, None], image[None, None], allowed[None, None], spacing_mm, params)[0, 0]
+        q = mean_field(unary[None, None], image[None, None], allowed[None, None], spacing_mm, params, kernels)[0, 0]
     return q
 
 
@@ -300,9 +314,22 @@ def _crop_around(mask: np.ndarray, pad):
 
 
 def _shell(inside: np.ndarray, spacing_mm, shell_mm: float):
-    from scipy import ndimage as ndi
+    """The voxels outside ``inside`` within ``shell_mm`` of it (centre to centre). For a
+    box (``inside`` a solid block) the distance is separable along the axes and is
+    computed so; otherwise by the Euclidean distance transform. The same voxels either way."""
+    idx = np.argwhere(inside)
+    lo, hi = idx.min(0), idx.max(0)
+    if int(np.prod(hi - lo + 1)) == len(idx):
+        squared = 0.0
+        for axis, (n, a, b, s) in enumerate(zip(inside.shape, lo, hi, spacing_mm)):
+            x = np.arange(n)
+            d = ((x - np.clip(x, a, b)) * float(s)) ** 2
+            squared = squared + d.reshape([-1 if i == axis else 1 for i in range(inside.ndim)])
+        dist = np.sqrt(squared)
+    else:
+        from scipy import ndimage as ndi
 
-    dist = ndi.distance_transform_edt(~inside, sampling=spacing_mm)
+        dist = ndi.distance_transform_edt(~inside, sampling=spacing_mm)
     return (~inside) & (dist <= shell_mm)
 
 
@@ -317,21 +344,35 @@ def refine_region(image: np.ndarray, prior: np.ndarray, allowed: np.ndarray, spa
                   not_background: np.ndarray | None = None) -> np.ndarray:
     """Refine on the bounding region of ``allowed`` plus a background shell (less
     ``not_background``: other boxes, whose lesions are no background sample)."""
+    region, shell = refinement_region(allowed, spacing_mm, params, not_background)
+    out = np.zeros(image.shape, np.float32)
+    out[region] = refine_crop(image[region], prior[region], allowed[region], shell, spacing_mm, params, device)
+    return out
+
+
+def refinement_region(allowed: np.ndarray, spacing_mm: Sequence[float], params: CRFParams,
+                      not_background: np.ndarray | None = None) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Where ``refine_region`` works: the bounding region of ``allowed`` padded by the
+    background shell and the kernel window, and the shell on it (voxels within
+    ``shell_mm`` of ``allowed``, outside it and outside ``not_background``). Computed once,
+    it serves every solution on the same ``allowed`` (stage 1's rounds on one box)."""
     pad = [int(np.ceil(params.shell_mm / s)) + params.window_radius_vox for s in spacing_mm]
     region = _crop_around(allowed, pad)
-    sub_allowed = allowed[region]
-    shell = _shell(sub_allowed, spacing_mm, params.shell_mm)
+    shell = _shell(allowed[region], spacing_mm, params.shell_mm)
     if not_background is not None:
         shell &= ~not_background[region]
+    return region, shell
+
+
+def refine_crop(image: np.ndarray, prior: np.ndarray, allowed: np.ndarray, shell: np.ndarray, spacing_mm: Sequence[float],
+                params: CRFParams, device: torch.device | str | None, kernels: dict | None = None) -> np.ndarray:
+    """``refine`` on arrays already cut to a ``refinement_region`` (numpy in, numpy out);
+    ``kernels``: a dict kept across the calls on the same arrays (``mean_field``)."""
     dev = _select_device(device)
     to = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)
     with torch.no_grad():
-        q = refine(
-            to(image[region]), to(prior[region]), to(sub_allowed, torch.bool), to(shell, torch.bool), spacing_mm, params
-        )
-    out = np.zeros(image.shape, np.float32)
-    out[region] = q.cpu().numpy()
-    return out
+        q = refine(to(image), to(prior), to(allowed, torch.bool), to(shell, torch.bool), spacing_mm, params, kernels)
+    return q.cpu().numpy().astype(np.float32, copy=False)
 
 
 def refine_mask(image: np.ndarray, mask: np.ndarray, allowed: np.ndarray, spacing_mm: tuple[float, float, float],

@@ -39,6 +39,9 @@ class CRFParams:
             outside the current solution and solves again with the prior's ellipsoid
             inscribed in the box moved in by that much (the prior still falls softly to the
             faces, so a face moved in too far can grow back). Stage 1 only.
+        estimate_iterations: mean-field iterations of the solutions that only serve the
+            estimate (all but the last with ``estimate_slack``); 0 = ``iterations``. The
+            last solution always runs ``iterations``.
         slack_profile_fraction: a face's gap is measured to where the solution's
             cross-section first exceeds this fraction of its largest (0: any voxel).
         slack_deadband_mm: taken off every measured gap (a tight box's solution stops about
@@ -80,6 +83,7 @@ class CRFParams:
     core_power: float = 4.0
     tighten_rounds: int = 0
     estimate_slack: int = 0
+    estimate_iterations: int = 0
     slack_profile_fraction: float = 0.0
     slack_deadband_mm: float = 0.0
     slack_share: int = 0

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from boxseg.boxes.grid import Bounds
-from boxseg.boxes.prior import box_prior, estimate_box_slack, per_box_slack, shrink_box
-from boxseg.convcrf import refine_region
+from boxseg.boxes.prior import box_inside, box_prior, estimate_box_slack, per_box_slack, shrink_box
+from boxseg.convcrf import refine_crop, refinement_region
 from boxseg.crf_params import CRFParams
 
 
@@ -64,41 +64,59 @@ def pseudo_mask_from_boxes(image: np.ndarray, boxes: Sequence, spacing_mm: Seque
     image = np.asarray(image, np.float32)
     bounds = [(np.asarray(lo, float), np.asarray(hi, float)) for lo, hi in boxes]
     inner = [shrink_box(lo, hi, spacing_mm, s) for (lo, hi), s in zip(bounds, per_box_slack(slack_mm, len(bounds)))]
-    priors = [box_prior(image.shape, lo, hi, params.prior_softness, e) for (lo, hi), e in zip(bounds, inner)]
+    insides = [box_inside(image.shape, lo, hi) for lo, hi in bounds]
     covered = np.zeros(image.shape, np.int32)  # how many boxes hold each voxel
-    for _, inside in priors:
+    for inside in insides:
         covered += inside
     prob = np.zeros(image.shape, np.float32)
-    for box, inner_box, (prior, inside) in zip(bounds, inner, priors):
+    for box, inner_box, inside in zip(bounds, inner, insides):
         if inside.any():
             others = covered > inside  # inside another box
-            prob = np.maximum(prob, _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params, device))
+            prob = np.maximum(prob, _refine_box(image, box, inner_box, inside, others, spacing_mm, params, device))
     return prob
 
 
-def _refine_box(image, box, inner_box, prior, inside, others, spacing_mm, params: CRFParams, device):
+def _refine_box(image, box, inner_box, inside, others, spacing_mm, params: CRFParams, device):
     """Stage 1 for one box: its own intensity model and message grid; with ``estimate_slack``
     up to that many more solutions, each from the slack the one before shows
-    (``estimate_box_slack``)."""
+    (``estimate_box_slack``). Every solution works on the box's refinement region, cut once
+    (``convcrf.refinement_region``), in that region's coordinates."""
+    region, shell = refinement_region(inside, spacing_mm, params, others)
+    offset = np.array([r.start for r in region], float)
+    image, inside = image[region], inside[region]
+    box = tuple(np.asarray(b, float) - offset for b in box)
+    inner_box = tuple(np.asarray(b, float) - offset for b in inner_box)
+    prior = box_prior(image.shape, *box, params.prior_softness, inner_box)[0]
+    kernels = {}  # the message kernels, computed once per message grid for all of the box's solutions
+    solve = lambda prior, run: refine_crop(image, prior, inside, shell, spacing_mm, run, device, kernels)
     run = replace(params, downsample=box_downsample(inner_box, spacing_mm, params))
+    # Solutions that only serve the estimate may run fewer iterations; the last runs them all.
+    quick = (params.estimate_iterations or params.iterations) if params.estimate_slack else params.iterations
     lo, hi = box
     for round_ in range(params.tighten_rounds + 1):
         if round_ > 0:
             prior = box_prior(image.shape, lo, hi, params.prior_softness)[0]
-        prob = refine_region(image, prior, inside, spacing_mm, run, device, others)
-        if round_ < params.tighten_rounds:
+        first = round_ == params.tighten_rounds  # the estimate's first solution
+        prob = solve(prior, replace(run, iterations=quick) if first else run)
+        if not first:
             # A lesion touches every face of its tight box: re-centre the prior on the
             # extent of the current solution inside the box (never beyond the box).
             bb = np.argwhere((prob > 0.5) & inside)
             if len(bb):
                 lo, hi = np.maximum(lo, bb.min(0)), np.minimum(hi, bb.max(0) + 1.0)
+    final = quick == params.iterations
     inner = inner_box
-    for _ in range(int(params.estimate_slack)):
+    for round_ in range(int(params.estimate_slack)):
         estimate = estimate_box_slack(prob > 0.5, box, inner, spacing_mm, params)
         if all(np.allclose(a, b) for a, b in zip(estimate, inner)):
             break
         inner = estimate
         prior = box_prior(image.shape, *box, params.prior_softness, inner)[0]
         run = replace(params, downsample=box_downsample(inner, spacing_mm, params))
-        prob = refine_region(image, prior, inside, spacing_mm, run, device, others)
-    return prob
+        final = round_ == params.estimate_slack - 1 or quick == params.iterations
+        prob = solve(prior, run if final else replace(run, iterations=quick))
+    if not final:  # the estimate settled on a quick solution: its prior solved in full
+        prob = solve(prior, run)
+    out = np.zeros(others.shape, np.float32)
+    out[region] = prob
+    return out

@@ -90,3 +90,22 @@ def test_estimating_the_slack_shrinks_a_loose_box_onto_its_lesion():
             scores[name, rounds] = dice(mask, obj)
     assert scores["loose", 2] > scores["loose", 0] + 0.1, scores
     assert scores["tight", 2] > scores["tight", 0] - 0.01 and scores["tight", 2] > 0.95, scores
+
+
+def test_quick_estimate_solutions_leave_the_last_solution_in_full():
+    """``estimate_iterations``: the solutions that only serve the estimate run fewer
+    iterations, the pseudo-mask never does. A tight box whose estimate moves no face gets
+    exactly the solution it gets without the estimate; a loose box still shrinks onto its lesion."""
+    spacing = (2.0, 1.0, 1.0)
+    obj = sphere((24, 48, 48), (12, 24, 24), 9.0, spacing)
+    image = np.where(obj, 0.55, 0.3).astype(np.float32) + np.random.default_rng(0).normal(0, 0.03, obj.shape).astype(np.float32)
+    idx = np.argwhere(obj)
+    tight = (idx.min(0).astype(float), idx.max(0) + 1.0)
+    quick = replace(STAGE1, estimate_slack=2, estimate_iterations=1)
+    assert estimate_box_slack(pseudo_mask_from_boxes(image, [tight], spacing, STAGE1, device="cpu") > 0.5, tight, tight, spacing,
+                              STAGE1)[0].tolist() == tight[0].tolist()  # the estimate moves no face of this box
+    assert np.array_equal(pseudo_mask_from_boxes(image, [tight], spacing, quick, device="cpu"),
+                          pseudo_mask_from_boxes(image, [tight], spacing, STAGE1, device="cpu"))
+    loose = (tight[0] - [3, 6, 6], tight[1] + [3, 6, 6])
+    told_nothing = dice(pseudo_mask_from_boxes(image, [loose], spacing, STAGE1, device="cpu") > 0.5, obj)
+    assert dice(pseudo_mask_from_boxes(image, [loose], spacing, quick, device="cpu") > 0.5, obj) > told_nothing + 0.1

@@ -280,3 +280,26 @@ def test_each_box_is_refined_on_its_own():
     _, inside_tiny = box_prior(shape, *tiny, 0.25)
     np.testing.assert_array_equal(both[inside_big], alone[inside_big])
     assert both[~(inside_big | inside_tiny)].max() == 0.0
+
+
+def test_the_background_shell_of_a_box_is_the_distance_transforms():
+    """``_shell`` measures a box's distance along the axes; it must pick the voxels the
+    Euclidean distance transform picks, on boxes (ties at exactly ``shell_mm`` included) and on
+    a mask that is not a box (where it uses the transform)."""
+    from scipy import ndimage as ndi
+
+    from boxseg.convcrf import _shell
+
+    rng = np.random.default_rng(0)
+    cases = [((20, 20, 20), (2.0, 2.0, 2.0), 8.0, [(5, 14), (6, 12), (4, 9)])]
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(5, 24, 3))
+        lo = [int(rng.integers(0, n - 1)) for n in shape]
+        cases.append((shape, tuple(rng.uniform(0.5, 4, 3)), float(rng.uniform(1, 12)),
+                      [(a, int(rng.integers(a, n))) for a, n in zip(lo, shape)]))
+    for shape, spacing, shell_mm, extent in cases:
+        inside = np.zeros(shape, bool)
+        inside[tuple(slice(a, b + 1) for a, b in extent)] = True
+        for mask in (inside, inside | (np.indices(shape).sum(0) == 0)):  # a box; a box and a far corner voxel
+            expected = ~mask & (ndi.distance_transform_edt(~mask, sampling=spacing) <= shell_mm)
+            assert np.array_equal(_shell(mask, spacing, shell_mm), expected)

@@ -37,12 +37,18 @@ def box_prior(shape: Sequence[int], box_lo: ArrayLike, box_hi: ArrayLike, softne
     centre, half = (e_lo + e_hi) / 2.0 - 0.5, np.maximum((e_hi - e_lo) / 2.0, 0.5)
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     r = np.sqrt(sum(((g - c) / h) ** 2 for g, c, h in zip(grids, centre, half)))
-    inside = np.ones(shape, bool)
-    for g, a, b in zip(grids, lo, hi):
-        inside &= (g >= a - 0.5 + 1e-6) & (g <= b - 0.5 - 1e-6)
+    inside = box_inside(shape, lo, hi)
     with np.errstate(over="ignore"):  # exp overflow -> inf -> prior 0, as intended for hard edges
         prior = 1.0 / (1.0 + np.exp(-(1.0 - r) / max(softness, 1e-3)))
     return np.where(inside, prior, 0.0).astype(np.float32), inside
+
+
+def box_inside(shape: Sequence[int], box_lo: ArrayLike, box_hi: ArrayLike) -> np.ndarray:
+    """The voxels of a grid of ``shape`` whose centres lie inside a box of continuous
+    voxel-edge bounds (``box_prior``'s ``inside``)."""
+    along = [(np.arange(n) >= a - 0.5 + 1e-6) & (np.arange(n) <= b - 0.5 - 1e-6)
+             for n, a, b in zip(shape, np.asarray(box_lo, float), np.asarray(box_hi, float))]
+    return along[0][:, None, None] & along[1][None, :, None] & along[2][None, None, :]
 
 
 def shrink_box(lo: ArrayLike, hi: ArrayLike, spacing_mm: Sequence[float],
