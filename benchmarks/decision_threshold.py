@@ -22,7 +22,7 @@ case the threshold was not chosen on (a training-case check, printed before the 
 One row per method, threshold and post-processing: mean and median DSC over the
 labelled test cases, the median predicted volume as a multiple of the reference's,
 and with ``full`` among the methods, each method's mean DSC over full's at the same
-threshold and post-processing.
+threshold and post-processing, with its standard error.
 """
 
 from __future__ import annotations
@@ -116,15 +116,26 @@ def case_scores(run_dir: Path, methods, thresholds, tumor_values, calibrated: di
 
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per method, threshold and post-processing: the test cases' DSC and volume, and with
+    ``full`` among the methods the ratio of mean DSC to full's at the same threshold (each
+    method's own where chosen on held-out cases) with its standard error
+    (``metrics.ratio_of_means``)."""
+    from boxseg.metrics import ratio_of_means
+
     keys = ["method", "chosen_on", "threshold", "postprocess"]
     table = scores.groupby(keys, sort=True).agg(n=("dsc", "size"), dsc=("dsc", "mean"), dsc_median=("dsc", "median"),
                                                 volume_median=("volume", "median")).reset_index()
     if "full" in set(table["method"]):
-        full = table[table["method"] == "full"].set_index(["chosen_on", "threshold", "postprocess"])["dsc"]
-        full_calibrated = table[(table["method"] == "full") & (table["chosen_on"] == "held-out")].set_index("postprocess")["dsc"]
-        ref = [full_calibrated.get(p, 0.0) if c == "held-out" else full.get((c, t, p), 0.0)
-               for c, t, p in zip(table["chosen_on"], table["threshold"], table["postprocess"])]
-        table["ratio_to_full"] = [d / f if f > 0 else np.nan for d, f in zip(table["dsc"], ref)]  # NaN: full at DSC 0
+        cases = scores.set_index("case")
+        full = cases[cases["method"] == "full"]
+        ratios = []
+        for method, chosen_on, threshold, postprocess in table[keys].itertuples(index=False):
+            mine = cases[(cases["method"] == method) & (cases["chosen_on"] == chosen_on) & (cases["threshold"] == threshold)
+                         & (cases["postprocess"] == postprocess)]["dsc"]
+            reference = full[(full["chosen_on"] == chosen_on) & (full["postprocess"] == postprocess)
+                             & ((full["threshold"] == threshold) | (chosen_on == "held-out"))]["dsc"]
+            ratios.append(ratio_of_means(mine, reference)[:2])  # NaN: full at DSC 0
+        table["ratio_to_full"], table["ratio_se"] = zip(*ratios)
     return table
 
 
