@@ -28,19 +28,20 @@ def threshold_table(probabilities: Sequence[np.ndarray], targets: Sequence[np.nd
 
     if not probabilities or len(probabilities) != len(targets):
         raise ValueError("need one target per probability map and at least one of each")
-    rows = []
-    for t in thresholds:
-        dsc, ratio = [], []
-        for p, target in zip(probabilities, targets):
-            known = np.asarray(target) != ignore if ignore is not None else np.ones(np.shape(target), bool)
-            truth = (np.asarray(target) == 1) & known
+    dsc = np.zeros((len(thresholds), len(probabilities)))
+    ratio = np.full((len(thresholds), len(probabilities)), np.nan)  # NaN: an empty target has no volume ratio
+    for j, (p, target) in enumerate(zip(probabilities, targets)):
+        target = np.asarray(target)
+        known = target != ignore if ignore is not None else np.ones(target.shape, bool)
+        truth = (target == 1) & known
+        for i, t in enumerate(thresholds):
             mask = (np.asarray(p) > t) & known
-            dsc.append(dice(mask, truth))
+            dsc[i, j] = dice(mask, truth)
             if truth.any():
-                ratio.append(mask.sum() / truth.sum())
-        rows.append({"threshold": float(t), "mean_dsc": float(np.mean(dsc)),
-                     "volume_ratio": float(np.median(ratio)) if ratio else float("nan")})
-    return rows
+                ratio[i, j] = mask.sum() / truth.sum()
+    return [{"threshold": float(t), "mean_dsc": float(dsc[i].mean()),
+             "volume_ratio": float(np.nanmedian(ratio[i])) if np.isfinite(ratio[i]).any() else float("nan")}
+            for i, t in enumerate(thresholds)]
 
 
 def choose_threshold(table: list[dict]) -> float:

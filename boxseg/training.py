@@ -176,21 +176,23 @@ def validation_split(n_cases: int, settings: TrainSettings) -> tuple[list[int], 
     return [i for i in range(n_cases) if i not in chosen], sorted(chosen)
 
 
+def predict_cases(model: torch.nn.Module, images: Sequence[np.ndarray], settings: TrainSettings,
+                  device: torch.device) -> list[np.ndarray]:
+    """The model's lesion probability of each image (evaluation mode, back to training after)."""
+    model.eval()
+    with torch.no_grad():
+        probabilities = [predict_probability(model, image, settings.patch_size, device) for image in images]
+    model.train()
+    return probabilities
+
+
 def mean_dsc(model: torch.nn.Module, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], settings: TrainSettings,
              device: torch.device) -> float:
     """Mean DSC of the model's masks (probability > 0.5) against the targets (IGNORE voxels
     left out) over the cases; a case with an empty target and an empty mask scores 1."""
-    from boxseg.metrics import dice
+    from boxseg.calibration import threshold_table
 
-    model.eval()
-    scores = []
-    with torch.no_grad():
-        for image, target in zip(images, targets):
-            mask = predict_probability(model, image, settings.patch_size, device) > 0.5
-            known = np.asarray(target) != IGNORE
-            scores.append(dice(mask & known, (np.asarray(target) == 1) & known))
-    model.train()
-    return float(np.mean(scores))
+    return threshold_table(predict_cases(model, images, settings, device), targets, IGNORE, thresholds=(0.5,))[0]["mean_dsc"]
 
 
 # --- The loop -------------------------------------------------------------------------------
@@ -267,11 +269,7 @@ def held_out_calibration(model: torch.nn.Module, images: Sequence[np.ndarray], t
         return None
     from boxseg.calibration import calibrate
 
-    model.eval()
-    with torch.no_grad():
-        probabilities = [predict_probability(model, image, settings.patch_size, device) for image in images]
-    model.train()
-    record = calibrate(probabilities, targets, ignore=IGNORE)
+    record = calibrate(predict_cases(model, images, settings, device), targets, ignore=IGNORE)
     log.info("decision threshold %.2f on %d held-out case(s): DSC %.3f (%.3f at 0.5), median volume %.2fx the target's "
              "(%.2fx at 0.5)", record["threshold"], record["cases"], record["dsc"], record["dsc_at_half"], record["volume_ratio"],
              record["volume_ratio_at_half"])
