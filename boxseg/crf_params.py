@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from boxseg.settings import from_section
+
 WINDOW_SHAPES = ("cube", "manhattan", "ball")
 
 
@@ -104,11 +106,7 @@ class CRFParams:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> CRFParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values or {}) - known
-        if unknown:
-            raise ValueError(f"unknown ConvCRF parameter(s): {sorted(unknown)}")
-        return cls(**(values or {}))
+        return from_section(cls, values, "ConvCRF parameter")
 
     def to_dict(self) -> dict:
         return asdict(self)

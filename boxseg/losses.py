@@ -7,7 +7,8 @@ the voxel weight map of stage 2; with V = 1 they are the same. ``ccnn``: partial
 cross-entropy on scribbles plus the Constrained-CNN size penalty. ``dice_ce``: soft Dice
 plus cross-entropy (MONAI ``DiceCELoss``), a choice for the fully supervised model.
 ``box_wce`` / ``box_vwce``: WCE / VWCE with the box's own constraints (emptiness,
-tightness, size; ``boxes.constraints``).
+tightness, size; ``boxes.constraints``); ``box_vwce`` also down-weights the voxels where
+the fusion mask and the pseudo-mask disagree.
 
 A loss is a function ``(logits, batch, settings) -> scalar tensor``; ``batch`` holds the
 target and the per-voxel arrays the loss reads (``LOSS_INPUTS``). Adding a loss: a
@@ -96,11 +97,15 @@ def _box(logits: torch.Tensor, batch: dict, settings: TrainSettings) -> torch.Te
     """(V)WCE with the box's constraints (``boxes.constraints``): background outside every box
     at full weight (``empty_weight``), every slice across a box touching the lesion
     (``tightness_weight``) and the lesion filling a band of its box (``box_size_weight``);
-    voxels padded or rotated into the patch (``valid`` 0) weigh nothing."""
-    from boxseg.boxes.constraints import emptiness_weight, size_penalty, tightness_penalty
+    with the pseudo-mask beside the fusion-mask target (``box_vwce``), the voxels in a box
+    where the two disagree weigh ``disagreement_weight`` times as much; voxels padded or
+    rotated into the patch (``valid`` 0) weigh nothing."""
+    from boxseg.boxes.constraints import disagreement_weight, emptiness_weight, size_penalty, tightness_penalty
 
     target, box_map, valid = batch["target"], batch["box_map"], batch.get("valid")
     weights = emptiness_weight(batch.get("weight"), box_map, target, settings.class_weights, settings.empty_weight, valid)
+    if "pseudo_mask" in batch:
+        weights = disagreement_weight(weights, target, batch["pseudo_mask"], box_map, settings.disagreement_weight)
     ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none", ignore_index=IGNORE)
     loss = (ce * weights).mean()
     p = torch.softmax(logits.float(), dim=1)[:, 1]
@@ -117,7 +122,7 @@ LOSSES: dict[str, LossFunction] = {"wce": _wce, "vwce": _vwce, "ccnn": _ccnn, "d
                                    "box_vwce": _box}
 # The per-case arrays a loss reads besides the image and the target (columns of a training set).
 LOSS_INPUTS: dict[str, tuple[str, ...]] = {"vwce": ("weight",), "ccnn": ("size",), "box_wce": ("box_map",),
-                                           "box_vwce": ("weight", "box_map")}
+                                           "box_vwce": ("weight", "box_map", "pseudo_mask")}
 
 
 def loss_function(name: str) -> LossFunction:

@@ -92,19 +92,42 @@ def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.P
     atomic_torch_save(record, Path(path))
 
 
-def model_preprocessing(path: str | os.PathLike) -> dict:
+def read_model(path: str | os.PathLike) -> dict:
+    """The record ``save_model`` wrote (``weights_only=True``): weights, network and sizes, and
+    the preprocessing and calibration records when saved with them. Read it once and hand it
+    to ``load_model``, ``model_preprocessing`` and ``model_calibration``.
+
+    Raises:
+        ValueError: the file is not such a record (naming the file and why).
+    """
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(record, dict) or "state_dict" not in record:
+            raise KeyError("state_dict")
+    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
+        raise ValueError(f"{path}: {_not_a_model(err)}") from None
+    return record
+
+
+def _not_a_model(err: Exception) -> str:
+    why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return f"not a model written by boxseg ({type(err).__name__}: {why})"
+
+
+def _record(model: str | os.PathLike | dict) -> dict:
+    return model if isinstance(model, dict) else read_model(model)
+
+
+def model_preprocessing(model: str | os.PathLike | dict) -> dict:
     """The preprocessing a model's training images had (``save_model``); {} for a model saved
-    without it."""
-    return _model_entry(path, "preprocessing")
+    without it. ``model``: its file or its record (``read_model``)."""
+    return dict(_record(model).get("preprocessing") or {})
 
 
-def model_calibration(path: str | os.PathLike) -> dict:
-    """A model's calibration record (``save_model``); {} for a model trained without held-out cases."""
-    return _model_entry(path, "calibration")
-
-
-def _model_entry(path: str | os.PathLike, key: str) -> dict:
-    return dict(torch.load(path, map_location="cpu", weights_only=True).get(key) or {})
+def model_calibration(model: str | os.PathLike | dict) -> dict:
+    """A model's calibration record (``save_model``); {} for a model trained without held-out
+    cases. ``model``: its file or its record (``read_model``)."""
+    return dict(_record(model).get("calibration") or {})
 
 
 def preprocessing_mismatch(trained: dict, geometry: dict) -> str:
@@ -120,21 +143,21 @@ def preprocessing_mismatch(trained: dict, geometry: dict) -> str:
     return "; ".join(problems)
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:
-    """Load a model written by ``save_model`` (weights_only=True). Returns (model, patch_size).
+def load_model(model: str | os.PathLike | dict, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The network of a model written by ``save_model`` (its file, read with weights_only=True,
+    or its record, ``read_model``). Returns (model, patch_size).
 
     Raises:
-        ValueError: the file is not such a model (naming the file and why).
+        ValueError: it is not such a model (naming the file and why).
     """
+    record = _record(model)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_network(str(state.get("network", "unet")), state["features"], int(state.get("spatial_dims", 3)))
-        model.load_state_dict(state["state_dict"])
-        patch_size = tuple(state["patch_size"])
-    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ValueError(f"{path}: not a model written by boxseg ({type(err).__name__}: {why})") from None
-    return model.to(device).eval(), patch_size
+        network = build_network(str(record.get("network", "unet")), record["features"], int(record.get("spatial_dims", 3)))
+        network.load_state_dict(record["state_dict"])
+        patch_size = tuple(record["patch_size"])
+    except Exception as err:  # noqa: BLE001 (a record that is not one of ours)
+        raise ValueError(f"{model if not isinstance(model, dict) else 'model record'}: {_not_a_model(err)}") from None
+    return network.to(device).eval(), patch_size
 
 
 def predict_probability(model: torch.nn.Module, image: np.ndarray, patch_size: Sequence[int], device: torch.device | str = "cpu",

@@ -3,7 +3,9 @@ completed by the method's recipe, ``methods``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from boxseg.settings import from_section
 
 NETWORKS = ("unet", "dynunet")
 LR_SCHEDULES = ("exponential", "cosine", "poly")
@@ -59,6 +61,8 @@ class TrainSettings:
             inside weight), the weight of the slice constraint, its smooth maximum's alpha
             and the central fraction of each box it asks, the weight of the size band and
             the band as fractions of the box's volume.
+        disagreement_weight: ``box_vwce``'s weight factor of the voxels in a box where the
+            fusion-mask target and the pseudo-mask disagree (1: trusted like the rest).
 
     Targets may hold IGNORE (255) where a voxel is unlabelled: the cross-entropy is then the
     mean over labelled voxels (partial cross-entropy).
@@ -96,6 +100,7 @@ class TrainSettings:
     tightness_core: float = 0.6
     box_size_weight: float = 0.0
     box_size_band: tuple = (0.2, 0.8)
+    disagreement_weight: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
@@ -117,6 +122,8 @@ class TrainSettings:
         if not 0 <= low <= high <= 1 or min(self.empty_weight, self.tightness_weight, self.box_size_weight) < 0 \
                 or not 0 < self.tightness_core <= 1:
             raise ValueError("box_size_band must be 0 <= low <= high <= 1, tightness_core in (0, 1] and the box loss weights >= 0")
+        if not 0 <= self.disagreement_weight <= 1:
+            raise ValueError("disagreement_weight must lie in [0, 1]")
         if self.validation_cases < 0 or self.validate_every < 0:
             raise ValueError("validation_cases and validate_every must be >= 0")
 
@@ -127,8 +134,4 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {sorted(unknown)}")
-        return cls(**values)
+        return from_section(cls, values, "training setting")

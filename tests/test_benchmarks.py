@@ -155,3 +155,18 @@ def test_recipe_bench_scores_each_variant_on_held_out_training_cases(tmp_path, c
                 "--threads", "1", "--targets", "pseudo_mask", "--out", str(out), "--variant", "weak"])
     weak = pd.read_csv(out, sep="\t").iloc[0]
     assert 0 <= weak["val_dsc"] <= 1 and 0 <= weak["val_dsc_reference"] <= 1 and "targets: pseudo_mask" in capsys.readouterr().out
+
+
+def test_label_agreement_sorts_box_voxels_by_who_says_lesion():
+    agreement = _load("label_agreement").agreement
+    inside = np.zeros((4, 4, 4), bool)
+    inside[:, :, :3] = True  # 48 box voxels
+    fusion, pseudo, reference = (np.zeros((4, 4, 4), np.uint8) for _ in range(3))
+    fusion[0, :, :2] = pseudo[0, :, :2] = reference[0, :2, :2] = 1  # 8 agreed lesion, 4 of them right
+    fusion[1, :, :3] = 1  # 12 the fusion mask alone, 3 of them lesion
+    reference[1, 0, :3] = 1
+    pseudo[2, 0, 0] = 1  # 1 the pseudo-mask alone
+    fusion[3, :, 3] = 1  # outside the box: not counted
+    counts = agreement(fusion, pseudo, reference, inside)
+    assert counts == {"both lesion": (8, 4), "both background": (27, 0), "fusion mask alone": (12, 3), "pseudo-mask alone": (1, 0)}
+    assert sum(n for n, _ in counts.values()) == inside.sum()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from boxseg.boxes.constraints import emptiness_weight, size_penalty, smooth_max, tightness_penalty
+from boxseg.boxes.constraints import disagreement_weight, emptiness_weight, size_penalty, smooth_max, tightness_penalty
 from boxseg.losses import loss_function
 from boxseg.training import TrainSettings
 
@@ -100,3 +100,45 @@ def test_the_box_loss_adds_its_terms_to_vwce():
     expected = ce + 0.5 * tightness_penalty(p, box_map, 4.0, 0.6) + 2.0 * size_penalty(p, box_map, (0.2, 0.8))
     assert full.item() == pytest.approx(expected.item(), rel=1e-5)
     assert np.isfinite(full.item())
+
+
+def test_voxels_where_fusion_and_pseudo_mask_disagree_weigh_less():
+    """Inside a box, a voxel the fusion mask (target) and the pseudo-mask label differently
+    weighs ``factor`` times as much, either way round; agreement, IGNORE and everything
+    outside the boxes (the box says background there) keep their weight."""
+    box_map = _box_map()
+    target = torch.zeros(box_map.shape, dtype=torch.long)
+    pm = torch.zeros(box_map.shape)
+    target[0, 4:7, 4:7, 4:6] = 1  # both say lesion
+    pm[0, 4:7, 4:7, 4:6] = 1
+    target[0, 3, 3:9, 3:7] = 1  # the fusion mask alone grew here
+    pm[0, 7, 3:9, 3:7] = 1  # the pseudo-mask alone here
+    target[0, 5, 8, 3] = 255  # unlabelled
+    pm[0, 0, 0, 0] = 1  # outside every box: not the pseudo-mask's to say (never happens: stage 1 keeps to the boxes)
+    weights = emptiness_weight(None, box_map, target, (0.2, 1.0), 1.0)
+    w = disagreement_weight(weights, target, pm, box_map, 0.25)
+    disagree = torch.zeros(box_map.shape, dtype=torch.bool)
+    disagree[0, 3, 3:9, 3:7] = True
+    disagree[0, 7, 3:9, 3:7] = True
+    assert torch.allclose(w[disagree], weights[disagree] * 0.25)
+    assert torch.equal(w[~disagree], weights[~disagree])
+    assert w[0, 3, 4, 4] == pytest.approx(0.25) and w[0, 7, 4, 4] == pytest.approx(0.05)  # lesion 1.0, background 0.2
+    assert torch.equal(disagreement_weight(weights, target, pm, box_map, 1.0), weights)
+
+
+def test_the_box_loss_down_weights_disagreement_only_with_the_pseudo_mask():
+    torch.manual_seed(1)
+    box_map = _box_map(shape=(1, 12, 12, 12))
+    logits = torch.randn(1, 2, 12, 12, 12)
+    target = (box_map > 0).long()
+    batch = {"target": target, "weight": torch.ones(box_map.shape), "box_map": box_map}
+    settings = TrainSettings(class_weights=(1.0, 1.0), disagreement_weight=0.0)
+    trusting = loss_function("box_vwce")(logits, batch, settings)
+    agreeing = loss_function("box_vwce")(logits, {**batch, "pseudo_mask": target.float()}, settings)
+    assert agreeing.item() == pytest.approx(trusting.item(), rel=1e-6)
+    pm = torch.zeros(box_map.shape)  # the pseudo-mask saw nothing: every box voxel disagrees and weighs 0
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    doubting = loss_function("box_vwce")(logits, {**batch, "pseudo_mask": pm}, settings)
+    assert doubting.item() == pytest.approx((ce * (box_map == 0)).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="disagreement_weight"):
+        TrainSettings(disagreement_weight=1.5)

@@ -349,7 +349,7 @@ def test_the_box_loss_methods_run_end_to_end(tmp_path):
     assert sorted(set(metrics["method"])) == ["weak_box", "weak_pm_box"] and metrics["dsc"].between(0, 1).all()
     for method in ("weak_box", "weak_pm_box"):
         table = pd.read_csv(tmp_path / f"results/models/{method}/training_set.tsv", sep="\t")
-        expected = ["image", "target", "weight", "box_map"] if method == "weak_box" else ["image", "target", "box_map"]
+        expected = ["image", "target", "weight", "box_map", "pseudo_mask"] if method == "weak_box" else ["image", "target", "box_map"]
         assert [c for c in table.columns if not c.endswith("_sha256")] == expected
         assert all(p.endswith("boxes.nii.gz") for p in table["box_map"])
     box_map = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "results/roi/case_00000/boxes.nii.gz")))

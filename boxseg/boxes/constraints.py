@@ -128,3 +128,15 @@ def emptiness_weight(voxel_weight: torch.Tensor | None, box_map: torch.Tensor, t
     full = class_weights[1] * (voxel_weight.max() if voxel_weight is not None else 1.0)
     weights = torch.where(box_map > 0, inside_weight, torch.as_tensor(empty_weight * full, dtype=w.dtype, device=w.device))
     return weights if valid is None else weights * (valid > 0)
+
+
+def disagreement_weight(weights: torch.Tensor, target: torch.Tensor, pseudo_mask: torch.Tensor, box_map: torch.Tensor,
+                        factor: float) -> torch.Tensor:
+    """``weights`` times ``factor`` inside the boxes where the target (the fusion mask) and the
+    pseudo-mask disagree: a voxel the two label differently is a guess, not a label. Outside
+    every box the box decides (background, ``emptiness_weight``) and nothing changes; IGNORE
+    targets keep their weight (the loss leaves them out)."""
+    if factor == 1.0:
+        return weights
+    disagree = (box_map > 0) & (target <= 1) & ((target == 1) != (pseudo_mask > 0.5))
+    return torch.where(disagree, weights * factor, weights)

@@ -47,7 +47,7 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
     from boxseg.boxes import read_boxes
     from boxseg.geometry import to_original_grid
     from boxseg.preprocess import load_case
-    from boxseg.steps.infer import decision_threshold, roi_probability
+    from boxseg.steps.infer import decision_threshold, read_case_model, roi_probability
     from boxseg.steps.preprocess import case_roi
 
     boxes = read_boxes(boxes_json, case)
@@ -60,9 +60,10 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
     roi, _, geometry = case_roi(case, image, label, where, boxes["boxes"], spacing_mm=preprocess["spacing_mm"],
                                 roi_size_mm=preprocess["roi_size_mm"], window_hu=preprocess["window_hu"],
                                 tumor_values=tumor_values, organ_values=organ_values)
-    probability = roi_probability(case, model_path, sitk.GetArrayFromImage(roi), roi, geometry, flip_tta=flip_tta,
+    model = read_case_model(case, model_path)
+    probability = roi_probability(case, model_path, sitk.GetArrayFromImage(roi), roi, geometry, model=model, flip_tta=flip_tta,
                                   threads=threads, device=device, claim=claim)
-    raw = to_original_grid(probability, image) > decision_threshold(case, model_path, threshold)
+    raw = to_original_grid(probability, image) > decision_threshold(case, model_path, threshold, model)
     _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
 
 

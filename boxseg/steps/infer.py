@@ -31,12 +31,13 @@ def predict_case(case: str, roi_image_path: str | os.PathLike, image_path: str |
     from boxseg.geometry import to_original_grid
     from boxseg.io import read_json
 
-    cut = decision_threshold(case, model_path, threshold)
+    model = read_case_model(case, model_path)
+    cut = decision_threshold(case, model_path, threshold, model)
     image, roi = read_array(roi_image_path, case)
     original = read_image(image_path, case)
     boxes = read_boxes(boxes_json, case)
     geometry = layout.roi_geometry_of(roi_image_path)
-    prob_roi = roi_probability(case, model_path, image, roi, read_json(geometry) if geometry.exists() else None,
+    prob_roi = roi_probability(case, model_path, image, roi, read_json(geometry) if geometry.exists() else None, model=model,
                                flip_tta=flip_tta, threads=threads, device=device, claim=claim)
     probability = to_original_grid(prob_roi, original)
     raw = probability > cut
@@ -72,47 +73,61 @@ def _write_extra(extra: dict, probability: np.ndarray, mask: np.ndarray, boxes: 
         write_text(json.dumps(slicer_markups(boxes["boxes"], original), indent=2) + "\n", extra["markups"])
 
 
+def read_case_model(case: str, model_path: str | os.PathLike) -> dict:
+    """A final model's record (``network.read_model``), read once per case; a file that is not
+    one: a one-line error naming the case and the file."""
+    from boxseg.network import read_model
+
+    try:
+        return read_model(model_path)
+    except ValueError as err:
+        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
+
+
 def roi_probability(case: str, model_path: str | os.PathLike, image: np.ndarray, roi: sitk.Image, geometry: dict | None, *,
-                    flip_tta: bool = False, threads: int = 1, device: str = "auto", claim: bool = True) -> sitk.Image:
+                    model: dict | None = None, flip_tta: bool = False, threads: int = 1, device: str = "auto",
+                    claim: bool = True) -> sitk.Image:
     """A final model's lesion probability on a case's ROI grid (``image`` on ``roi``): the model
-    loaded (a file that is not one: a one-line error), checked against the case's preprocessing
-    (``geometry``, the ROI's record; None: not recorded, not checked), then sliding-window
-    inference. ``claim``: claim a GPU (the rule declares one)."""
+    (its record ``model``, or read from ``model_path``; ``read_case_model``) checked against
+    the case's preprocessing (``geometry``, the ROI's record; None: not recorded, not checked),
+    then sliding-window inference. ``claim``: claim a GPU (the rule declares one)."""
     from boxseg.device import configure_torch, select_device
     from boxseg.network import load_model, predict_probability
 
     configure_torch(threads)
     dev = select_device(device, claim=claim)
+    model = model if model is not None else read_case_model(case, model_path)
     try:
-        model, patch = load_model(model_path, dev)
+        network, patch = load_model(model, dev)
     except ValueError as err:
-        raise CaseError(case, model_path, str(err).removeprefix(f"{model_path}: ")) from None
+        raise CaseError(case, model_path, str(err).removeprefix("model record: ")) from None
     if geometry is not None:
-        _check_preprocessing(case, model_path, geometry)
-    return array_like(predict_probability(model, image, patch, dev, flip_tta=flip_tta), roi)
+        _check_preprocessing(case, model_path, model, geometry)
+    return array_like(predict_probability(network, image, patch, dev, flip_tta=flip_tta), roi)
 
 
-def decision_threshold(case: str, model_path: str | os.PathLike, setting: float | str) -> float:
+def decision_threshold(case: str, model_path: str | os.PathLike, setting: float | str, model: dict | None = None) -> float:
     """The threshold a model's probability is cut at: ``setting`` (``final.threshold``) when
-    it is a number, the model's own with ``calibrated`` (``calibration``); a one-line error
-    naming the case and the model when the model records none."""
+    it is a number, the model's own with ``calibrated`` (``calibration``; the model's record
+    ``model``, or read from ``model_path``); a one-line error naming the case and the model
+    when the model records none."""
     from boxseg.calibration import resolve_threshold
     from boxseg.network import model_calibration
 
+    if setting == "calibrated" and model is None:
+        model = read_case_model(case, model_path)
     try:
-        return resolve_threshold(setting, model_calibration(model_path) if setting == "calibrated" else None)
+        return resolve_threshold(setting, model_calibration(model) if setting == "calibrated" else None)
     except ValueError as err:
         raise CaseError(case, model_path, str(err)) from None
-    except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
-        raise CaseError(case, model_path, f"not a model written by boxseg ({type(err).__name__})") from None
 
 
-def _check_preprocessing(case: str, model_path: str | os.PathLike, geometry: dict) -> None:
+def _check_preprocessing(case: str, model_path: str | os.PathLike, model: dict, geometry: dict) -> None:
     """A one-line error when the case was preprocessed otherwise than the model's training
     images (another spacing or HU window: ``model=`` under another config)."""
     from boxseg.network import model_preprocessing, preprocessing_mismatch
 
-    mismatch = preprocessing_mismatch(model_preprocessing(model_path), geometry)
+    mismatch = preprocessing_mismatch(model_preprocessing(model), geometry)
     if mismatch:
         raise CaseError(case, model_path, f"the model was trained on other preprocessing ({mismatch}): set preprocess "
                         "as it was (spacing_mm, window_hu) to predict with it")

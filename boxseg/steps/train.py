@@ -28,6 +28,7 @@ _READERS = {
     "weight": lambda path: read_array(path)[0],
     "size": lambda path: read_array(path, dtype=np.uint8)[0] > 0,
     "box_map": lambda path: read_array(path, dtype=np.uint8)[0],
+    "pseudo_mask": lambda path: read_array(path, dtype=np.uint8)[0] > 0,
 }
 
 
