@@ -2,7 +2,7 @@
 """Test-case DSC of a finished run's final models at other decision thresholds.
 
 usage: python benchmarks/decision_threshold.py RUN_DIR [--methods weak full]
-       [--thresholds 0.3 0.5 0.7 0.9] [--config config.yaml [LAYER.yaml ...]] [--out T.tsv]
+       [--thresholds 0.3 0.5 0.7 0.9] [--config config.yaml [LAYER.yaml ...]] [--calibrated] [--out T.tsv]
 
 The infer rule maps each test case's probability (``probability_roi.nii.gz``) onto
 the original grid and keeps the voxels above 0.5. This re-thresholds the saved
@@ -15,9 +15,9 @@ Each method also gets a ``calibrated`` row: the threshold chosen on the training
 held out of its final training (``final_training.validation_cases``) against the
 targets it trained on (``boxseg.calibration``; what ``final.threshold: calibrated``
 uses), read from the model file, or computed here for a model trained before models
-recorded it. That row is an honest figure: no test case chose it. With ``--loo`` the
-held-out cases also say, one left out at a time, whether calibrating beats 0.5 on a
-case the threshold was not chosen on (a training-case check, printed before the table).
+recorded it. That row is an honest figure: no test case chose it. The held-out cases'
+leave-one-out check (``calibration.calibrate``: does a case scored at the threshold the
+others chose beat 0.5?) is printed before the table.
 
 One row per method, threshold and post-processing: mean and median DSC over the
 labelled test cases, the median predicted volume as a multiple of the reference's,
@@ -66,31 +66,21 @@ def held_out(run_dir: Path, method: str, config: dict) -> tuple[list[np.ndarray]
     return probabilities, [_read_target(str(run_dir / table["target"].iloc[i])) for i in held]
 
 
-def calibration_of(run_dir: Path, method: str, config: dict, loo: bool) -> dict:
-    """The method's calibration record: the model's own, else computed from its held-out
-    cases; with ``loo``, ``loo_dsc`` and ``loo_dsc_at_half``: each held-out case's DSC at the
-    threshold the others chose, and at 0.5 (means)."""
-    from boxseg.calibration import calibrate, threshold_table
+def calibration_of(run_dir: Path, method: str, config: dict) -> dict:
+    """The method's calibration record (``calibration.calibrate``): the model's own, else (a
+    model trained before models recorded it, or before the leave-one-out check) computed
+    from its held-out cases as training does."""
+    from boxseg.calibration import calibrate
     from boxseg.losses import IGNORE
     from boxseg.network import model_calibration
 
     record = model_calibration(L.path(L.MODEL, run_dir, method=method))
-    if record and not loo:
+    if "confirmed" in record:
         return record
     probabilities, targets = held_out(run_dir, method, config)
     if not probabilities:
         sys.exit(f"{method}: its final training held out no cases (final_training.validation_cases): nothing to calibrate on")
-    record = record or calibrate(probabilities, targets, ignore=IGNORE)
-    if loo and len(probabilities) > 1:
-        left_out = []
-        for i in range(len(probabilities)):
-            others = [j for j in range(len(probabilities)) if j != i]
-            t = calibrate([probabilities[j] for j in others], [targets[j] for j in others], ignore=IGNORE)["threshold"]
-            dsc = {r["threshold"]: r["mean_dsc"] for r in threshold_table([probabilities[i]], [targets[i]], ignore=IGNORE)}
-            left_out.append((dsc[t], dsc[0.5]))
-        record = {**record, "loo_dsc": float(np.mean([a for a, _ in left_out])),
-                  "loo_dsc_at_half": float(np.mean([b for _, b in left_out]))}
-    return record
+    return calibrate(probabilities, targets, ignore=IGNORE)
 
 
 def case_scores(run_dir: Path, methods, thresholds, tumor_values, calibrated: dict | None = None) -> pd.DataFrame:
@@ -148,7 +138,6 @@ def main(argv=None):
                     help="the run's config files, in the order it layered them (for dataset.tumor_values)")
     ap.add_argument("--calibrated", action="store_true",
                     help="add each method's threshold chosen on its held-out training cases (needs the run's --config)")
-    ap.add_argument("--loo", action="store_true", help="with --calibrated: leave-one-out over the held-out cases")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if not all(0 < t < 1 for t in args.thresholds):
@@ -159,12 +148,13 @@ def main(argv=None):
     config = merged(args.config)
     calibrated = None
     if args.calibrated:
-        calibrated = {m: calibration_of(args.run_dir, m, config, args.loo) for m in args.methods}
+        calibrated = {m: calibration_of(args.run_dir, m, config) for m in args.methods}
         for m, record in calibrated.items():
-            print(f"{m}: threshold {record['threshold']:.2f} on {record['cases']} held-out case(s), DSC {record['dsc']:.3f} "
-                  f"({record['dsc_at_half']:.3f} at 0.5), median volume {record['volume_ratio']:.2f}x the target's "
-                  f"({record['volume_ratio_at_half']:.2f}x at 0.5)" + (f"; left one out: {record['loo_dsc']:.3f} calibrated, "
-                  f"{record['loo_dsc_at_half']:.3f} at 0.5" if "loo_dsc" in record else ""))
+            check = {True: "confirmed", False: "not confirmed: 0.5 kept", None: "one case: not checked"}[record["confirmed"]]
+            print(f"{m}: threshold {record['threshold']:.2f} on {record['cases']} held-out case(s) (best {record['best']:.2f}, "
+                  f"left one out {record.get('loo_dsc', float('nan')):.3f} against {record['dsc_at_half']:.3f} at 0.5: {check}); "
+                  f"DSC {record['dsc']:.3f}, median volume {record['volume_ratio']:.2f}x the target's "
+                  f"({record['volume_ratio_at_half']:.2f}x at 0.5)")
     scores = case_scores(args.run_dir, args.methods, args.thresholds, config["dataset"]["tumor_values"], calibrated)
     if scores.empty:
         sys.exit(f"no labelled test cases in {L.path(L.CASES, args.run_dir)}")

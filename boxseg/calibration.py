@@ -6,8 +6,9 @@ is learnt from cases the model did not train on: the ``validation_cases`` held o
 final training (``training.validation_split``), scored against the targets the method
 has for them (labels for ``full``, fusion or pseudo-masks for the weak methods; never a
 test case and, for a weak method, never a true lesion). The threshold that gives the best
-mean DSC on them is recorded in the model file (``network.save_model``) and used at
-inference with ``final.threshold: calibrated``.
+mean DSC on them, where leaving each case out in turn confirms it (``calibrate``), is
+recorded in the model file (``network.save_model``) and used at inference with
+``final.threshold: calibrated``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def threshold_table(probabilities: Sequence[np.ndarray], targets: Sequence[np.nd
                     thresholds: Sequence[float] = THRESHOLDS) -> list[dict]:
     """For each threshold: the cases' mean DSC and their median predicted / target volume
     (voxels labelled ``ignore`` in a target left out of both)."""
+    return _table(*_case_scores(probabilities, targets, ignore, thresholds), thresholds)
+
+
+def _case_scores(probabilities, targets, ignore, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds x cases) DSC and predicted / target volume (NaN where a target is empty)."""
     from boxseg.metrics import dice
 
     if not probabilities or len(probabilities) != len(targets):
@@ -39,6 +45,10 @@ def threshold_table(probabilities: Sequence[np.ndarray], targets: Sequence[np.nd
             dsc[i, j] = dice(mask, truth)
             if truth.any():
                 ratio[i, j] = mask.sum() / truth.sum()
+    return dsc, ratio
+
+
+def _table(dsc: np.ndarray, ratio: np.ndarray, thresholds: Sequence[float]) -> list[dict]:
     return [{"threshold": float(t), "mean_dsc": float(dsc[i].mean()),
              "volume_ratio": float(np.nanmedian(ratio[i])) if np.isfinite(ratio[i]).any() else float("nan")}
             for i, t in enumerate(thresholds)]
@@ -52,15 +62,33 @@ def choose_threshold(table: list[dict]) -> float:
 
 
 def calibrate(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray], ignore: int | None = None) -> dict:
-    """The calibration record a model carries: the chosen ``threshold``, the number of
+    """The calibration record a model carries: the ``threshold`` it is cut at, the number of
     ``cases`` it was chosen on, the mean DSC there at 0.5 and at the threshold, and the
-    median volume ratio at each."""
-    table = threshold_table(probabilities, targets, ignore)
-    threshold = choose_threshold(table)
-    at = {row["threshold"]: row for row in table}
-    return {"threshold": threshold, "cases": len(probabilities),
-            "dsc_at_half": at[0.5]["mean_dsc"], "dsc": at[threshold]["mean_dsc"],
-            "volume_ratio_at_half": at[0.5]["volume_ratio"], "volume_ratio": at[threshold]["volume_ratio"]}
+    median volume ratio at each.
+
+    The best threshold on all the cases (``best``) is kept only where leaving each case out
+    in turn confirms it: each case scored at the threshold the others choose must beat 0.5
+    on average (``loo_dsc`` against ``dsc_at_half``); otherwise the threshold is 0.5 and
+    ``confirmed`` is false. A DSC-best threshold on a few cases can fit their noise. With
+    one case there is nothing to leave out: its best threshold is kept (``confirmed`` None).
+    """
+    dsc, ratio = _case_scores(probabilities, targets, ignore, THRESHOLDS)
+    table = _table(dsc, ratio, THRESHOLDS)
+    best = choose_threshold(table)
+    n, half = len(probabilities), THRESHOLDS.index(0.5)
+    record = {"best": best, "cases": n, "dsc_at_half": table[half]["mean_dsc"], "volume_ratio_at_half": table[half]["volume_ratio"],
+              "confirmed": None}
+    threshold = best
+    if n > 1:
+        left_out = []
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            left_out.append(dsc[THRESHOLDS.index(choose_threshold(_table(dsc[:, others], ratio[:, others], THRESHOLDS))), i])
+        record["loo_dsc"] = float(np.mean(left_out))
+        record["confirmed"] = best == 0.5 or record["loo_dsc"] > record["dsc_at_half"]
+        threshold = best if record["confirmed"] else 0.5
+    at = table[THRESHOLDS.index(threshold)]
+    return {"threshold": threshold, **record, "dsc": at["mean_dsc"], "volume_ratio": at["volume_ratio"]}
 
 
 def resolve_threshold(setting: float | str, calibration: dict | None) -> float:

@@ -98,3 +98,26 @@ def test_a_model_trained_with_held_out_cases_records_its_threshold_and_inference
     with pytest.raises(CaseError, match="c1.*plain.pt.*records no calibrated threshold"):
         predict_case("c1", roi / "image.nii.gz", tmp_path / "img.nii.gz", tmp_path / "plain.pt", tmp_path / "boxes.json", *outputs,
                      threshold="calibrated", device="cpu")
+
+
+def test_a_threshold_that_leaving_one_case_out_does_not_confirm_is_not_kept():
+    """One shy case (lesion at 0.3) and one over-segmenting case (lesion 0.9 in a 0.3 rim):
+    together 0.25 is best (the shy case's lesion back, the other's rim taken in), but each
+    case scored at the threshold the other chooses is worse than at 0.5, so 0.5 stays."""
+    target = _cube()
+    shy = np.where(target == 1, 0.3, 0.02).astype(np.float32)
+    greedy = np.full(target.shape, 0.01, np.float32)
+    greedy[1:11, 1:11, 1:11] = 0.3
+    greedy[target == 1] = 0.9
+    record = calibrate([shy, greedy], [target, target])
+    assert record["best"] == 0.25 and record["confirmed"] is False and record["threshold"] == 0.5
+    assert record["loo_dsc"] < record["dsc_at_half"] == pytest.approx(0.5) and record["dsc"] == record["dsc_at_half"]
+
+
+def test_a_threshold_every_case_agrees_on_is_confirmed():
+    target = _cube()
+    shy = [np.where(target == 1, p, 0.02).astype(np.float32) for p in (0.3, 0.28)]
+    record = calibrate(shy, [target, target])
+    assert record["confirmed"] is True and record["threshold"] == record["best"] == 0.25
+    assert record["loo_dsc"] == 1.0 and record["dsc_at_half"] == 0.0
+    assert calibrate(shy[:1], [target])["confirmed"] is None  # one case: nothing to leave out
