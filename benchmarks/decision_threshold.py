@@ -15,7 +15,8 @@ Each method also gets a ``calibrated`` row: the threshold chosen on the training
 held out of its final training (``final_training.validation_cases``) against the
 targets it trained on (``boxseg.calibration``; what ``final.threshold: calibrated``
 uses), read from the model file, or computed here for a model trained before models
-recorded it. That row is an honest figure: no test case chose it. The held-out cases'
+recorded it or before the leave-one-out check (such a model's own inference used the
+threshold it records, which may differ). That row is an honest figure: no test case chose it. The held-out cases'
 leave-one-out check (``calibration.calibrate``: does a case scored at the threshold the
 others chose beat 0.5?) is printed before the table.
 

@@ -66,10 +66,10 @@ def calibrate(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]
     ``cases`` it was chosen on, the mean DSC there at 0.5 and at the threshold, and the
     median volume ratio at each.
 
-    The best threshold on all the cases (``best``) is kept only where leaving each case out
-    in turn confirms it: each case scored at the threshold the others choose must beat 0.5
-    on average (``loo_dsc`` against ``dsc_at_half``); otherwise the threshold is 0.5 and
-    ``confirmed`` is false. A DSC-best threshold on a few cases can fit their noise. With
+    The best threshold on all the cases (``best``) is kept only where the choice survives
+    leaving each case out in turn: each case scored at the threshold the others choose
+    must beat 0.5 on average (``loo_dsc`` against ``dsc_at_half``; this checks the way of
+    choosing, not the one value); otherwise the threshold is 0.5 and ``confirmed`` is false. A DSC-best threshold on a few cases can fit their noise. With
     one case there is nothing to leave out: its best threshold is kept (``confirmed`` None).
     """
     dsc, ratio = _case_scores(probabilities, targets, ignore, THRESHOLDS)

@@ -100,10 +100,13 @@ def read_model(path: str | os.PathLike) -> dict:
     Raises:
         ValueError: the file is not such a record (naming the file and why).
     """
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such model file")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(record, dict) or "state_dict" not in record:
-            raise KeyError("state_dict")
+        missing = [key for key in ("state_dict", "features", "patch_size") if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise KeyError(", ".join(missing))
     except Exception as err:  # noqa: BLE001 (whatever torch makes of a foreign file)
         raise ValueError(f"{path}: {_not_a_model(err)}") from None
     return record
@@ -148,7 +151,7 @@ def load_model(model: str | os.PathLike | dict, device: torch.device | str = "cp
     or its record, ``read_model``). Returns (model, patch_size).
 
     Raises:
-        ValueError: it is not such a model (naming the file and why).
+        ValueError: it is not such a model (naming the file, or "model record" for a record, and why).
     """
     record = _record(model)
     try:

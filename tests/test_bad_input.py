@@ -191,6 +191,15 @@ def test_a_model_that_is_not_one_is_refused_and_predicting_needs_no_training_cas
 
     with pytest.raises(ValueError, match="model.pt: not a model written by boxseg"):
         load_model(tmp_path / "model.pt")
+    from boxseg.steps.infer import decision_threshold, read_case_model
+
+    for setting in ("calibrated", 0.5):  # the threshold is looked up first: the same line, not "records no threshold"
+        with pytest.raises(CaseError) as err:
+            decision_threshold("n1", tmp_path / "model.pt", setting, read_case_model("n1", tmp_path / "model.pt"))
+        assert "n1" in str(err.value) and "model.pt" in str(err.value) and "not a model written by boxseg" in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(CaseError, match="no such model file"):
+        read_case_model("n1", tmp_path / "missing.pt")
 
 
 def test_a_constant_image_is_refused_and_one_not_in_hu_is_warned_about(tmp_path, caplog):
