@@ -48,22 +48,19 @@ from boxseg.postprocess import POSTPROCESSING, postprocess_mask
 def held_out(run_dir: Path, method: str, config: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A final model's held-out training cases as its training split them: their
     probabilities under the model and their targets."""
-    import torch
-
     from boxseg.io import read_array
     from boxseg.methods import resolve, training_settings
-    from boxseg.network import load_model, predict_probability
+    from boxseg.network import load_model
     from boxseg.steps.train import _read_target
-    from boxseg.training import TrainSettings, validation_split
+    from boxseg.training import TrainSettings, predict_cases, validation_split
 
     final = config["final"]
     recipe = resolve(method, config["groups"]["k"], final["loss"], final.get("full_loss", "wce"))
     settings = TrainSettings.from_dict(training_settings(recipe, config["final_training"], config))
     table = pd.read_csv(L.path(L.TRAINING_SET, run_dir, method=method), sep="\t", dtype=str)
     _, held = validation_split(len(table), settings)
-    model, patch = load_model(L.path(L.MODEL, run_dir, method=method))
-    with torch.no_grad():
-        probabilities = [predict_probability(model, read_array(run_dir / table["image"].iloc[i])[0], patch) for i in held]
+    model, _ = load_model(L.path(L.MODEL, run_dir, method=method))
+    probabilities = predict_cases(model, [read_array(run_dir / table["image"].iloc[i])[0] for i in held], settings, "cpu")
     return probabilities, [_read_target(str(run_dir / table["target"].iloc[i])) for i in held]
 
 
@@ -150,12 +147,10 @@ def main(argv=None):
     calibrated = None
     if args.calibrated:
         calibrated = {m: calibration_of(args.run_dir, m, config) for m in args.methods}
+        from boxseg.calibration import describe
+
         for m, record in calibrated.items():
-            check = {True: "confirmed", False: "not confirmed: 0.5 kept", None: "one case: not checked"}[record["confirmed"]]
-            print(f"{m}: threshold {record['threshold']:.2f} on {record['cases']} held-out case(s) (best {record['best']:.2f}, "
-                  f"left one out {record.get('loo_dsc', float('nan')):.3f} against {record['dsc_at_half']:.3f} at 0.5: {check}); "
-                  f"DSC {record['dsc']:.3f}, median volume {record['volume_ratio']:.2f}x the target's "
-                  f"({record['volume_ratio_at_half']:.2f}x at 0.5)")
+            print(f"{m}: {describe(record)}")
     scores = case_scores(args.run_dir, args.methods, args.thresholds, config["dataset"]["tumor_values"], calibrated)
     if scores.empty:
         sys.exit(f"no labelled test cases in {L.path(L.CASES, args.run_dir)}")

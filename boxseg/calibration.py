@@ -69,8 +69,9 @@ def calibrate(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]
     The best threshold on all the cases (``best``) is kept only where the choice survives
     leaving each case out in turn: each case scored at the threshold the others choose
     must beat 0.5 on average (``loo_dsc`` against ``dsc_at_half``; this checks the way of
-    choosing, not the one value); otherwise the threshold is 0.5 and ``confirmed`` is false. A DSC-best threshold on a few cases can fit their noise. With
-    one case there is nothing to leave out: its best threshold is kept (``confirmed`` None).
+    choosing, not the one value); otherwise the threshold is 0.5 and ``confirmed`` is
+    false. A DSC-best threshold on a few cases can fit their noise. With one case there is
+    nothing to leave out: its best threshold is kept (``confirmed`` None).
     """
     dsc, ratio = _case_scores(probabilities, targets, ignore, THRESHOLDS)
     table = _table(dsc, ratio, THRESHOLDS)
@@ -89,6 +90,15 @@ def calibrate(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]
         threshold = best if record["confirmed"] else 0.5
     at = table[THRESHOLDS.index(threshold)]
     return {"threshold": threshold, **record, "dsc": at["mean_dsc"], "volume_ratio": at["volume_ratio"]}
+
+
+def describe(record: dict) -> str:
+    """One line on a ``calibrate`` record, for logs and benchmarks."""
+    check = {True: "confirmed", False: "not confirmed, 0.5 kept", None: "one case, not checked"}[record["confirmed"]]
+    left_out = f"{record['loo_dsc']:.3f} against {record['dsc_at_half']:.3f} at 0.5, " if "loo_dsc" in record else ""
+    return (f"threshold {record['threshold']:.2f} on {record['cases']} held-out case(s) (best {record['best']:.2f}, "
+            f"leaving each out: {left_out}{check}): DSC {record['dsc']:.3f} ({record['dsc_at_half']:.3f} at 0.5), "
+            f"median volume {record['volume_ratio']:.2f}x the target's ({record['volume_ratio_at_half']:.2f}x at 0.5)")
 
 
 def resolve_threshold(setting: float | str, calibration: dict | None) -> float:

@@ -267,13 +267,10 @@ def held_out_calibration(model: torch.nn.Module, images: Sequence[np.ndarray], t
     (``calibration.calibrate``); None without held-out cases."""
     if not images:
         return None
-    from boxseg.calibration import calibrate
+    from boxseg.calibration import calibrate, describe
 
     record = calibrate(predict_cases(model, images, settings, device), targets, ignore=IGNORE)
-    check = {True: "confirmed", False: "not confirmed, 0.5 kept", None: "one case, not checked"}[record["confirmed"]]
-    log.info("decision threshold %.2f on %d held-out case(s) (best %.2f, leaving each out: %s): DSC %.3f (%.3f at 0.5), "
-             "median volume %.2fx the target's (%.2fx at 0.5)", record["threshold"], record["cases"], record["best"], check,
-             record["dsc"], record["dsc_at_half"], record["volume_ratio"], record["volume_ratio_at_half"])
+    log.info("decision %s", describe(record))
     return record
 
 
