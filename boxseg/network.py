@@ -146,6 +146,19 @@ def preprocessing_mismatch(trained: dict, geometry: dict) -> str:
     return "; ".join(problems)
 
 
+def roi_difference(trained: dict, geometry: dict) -> str:
+    """How a case's ROI was placed or sized otherwise than the model's training ROIs
+    (``placement``, ``roi_size_mm``), in words; '' when it was not (or is not recorded).
+    The network slides over any ROI, so this is worth a warning, not a refusal: a model
+    trained on the paper's organ ROIs predicts on a user's box-placed ones."""
+    problems = []
+    if "placement" in trained and "placement" in geometry and trained["placement"] != geometry["placement"]:
+        problems.append(f"ROIs placed on the {trained['placement']} at training, on the {geometry['placement']} here")
+    if "roi_size_mm" in trained and "roi_size_mm" in geometry and not np.allclose(trained["roi_size_mm"], geometry["roi_size_mm"]):
+        problems.append(f"roi_size_mm {trained['roi_size_mm']} at training, {geometry['roi_size_mm']} here")
+    return "; ".join(problems)
+
+
 def load_model(model: str | os.PathLike | dict, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The network of a model written by ``save_model`` (its file, read with weights_only=True,
     or its record, ``read_model``). Returns (model, patch_size).

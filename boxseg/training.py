@@ -190,9 +190,13 @@ def mean_dsc(model: torch.nn.Module, images: Sequence[np.ndarray], targets: Sequ
              device: torch.device) -> float:
     """Mean DSC of the model's masks (probability > 0.5) against the targets (IGNORE voxels
     left out) over the cases; a case with an empty target and an empty mask scores 1."""
+    return _dsc_at_half(predict_cases(model, images, settings, device), targets)
+
+
+def _dsc_at_half(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
     from boxseg.calibration import threshold_table
 
-    return threshold_table(predict_cases(model, images, settings, device), targets, IGNORE, thresholds=(0.5,))[0]["mean_dsc"]
+    return threshold_table(probabilities, targets, IGNORE, thresholds=(0.5,))[0]["mean_dsc"]
 
 
 # --- The loop -------------------------------------------------------------------------------
@@ -242,7 +246,7 @@ def train(
     fit, held = validation_split(len(images), settings)
     cases = Cases([images[i] for i in fit], [targets[i] for i in fit], {k: [v[i] for i in fit] for k, v in extras.items()},
                   settings.foreground_fraction)
-    validate = _validator(images, targets, fit, held, settings, device)
+    validate = _Validation(images, targets, fit, held, settings, device) if held else None
     write_text(_loss_log(run.history, bool(held)), loss_log_path)  # the log grows by one row per epoch from here
     run.model.train()
     end = settings.steps if stop_after is None else min(stop_after, settings.steps)
@@ -256,20 +260,18 @@ def train(
         if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
             save_checkpoint(run, checkpoint_path, job)
     if run.step == settings.steps:  # stopped early (stop_after): no model, the checkpoint stays
-        calibration = held_out_calibration(run.final, [images[i] for i in held], [targets[i] for i in held], settings, device)
+        # the last epoch's validation predicted the held-out cases with this very model
+        calibration = held_out_calibration(validate.held_probabilities, validate.held_targets) if validate else None
         _finish(run, settings, model_path, loss_log_path, bool(held), checkpoint_path, preprocessing, calibration)
     return run.final
 
 
-def held_out_calibration(model: torch.nn.Module, images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-                         settings: TrainSettings, device: torch.device) -> dict | None:
-    """The decision threshold chosen on the held-out cases against their targets
-    (``calibration.calibrate``); None without held-out cases."""
-    if not images:
-        return None
+def held_out_calibration(probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict:
+    """The decision threshold chosen on the held-out cases' probabilities against their
+    targets (``calibration.calibrate``)."""
     from boxseg.calibration import calibrate, describe
 
-    record = calibrate(predict_cases(model, images, settings, device), targets, ignore=IGNORE)
+    record = calibrate(list(probabilities), list(targets), ignore=IGNORE)
     log.info("decision %s", describe(record))
     return record
 
@@ -283,21 +285,25 @@ def _finish(run: Run, settings: TrainSettings, model_path: str | os.PathLike, lo
         checkpoint_path.unlink(missing_ok=True)
 
 
-def _validator(images: Sequence[np.ndarray], targets: Sequence[np.ndarray], fit: list[int], held: list[int],
-               settings: TrainSettings, device: torch.device) -> Callable[[torch.nn.Module], tuple[float, float]] | None:
-    """With held-out cases: a function scoring a model on as many training cases and on them."""
-    if not held:
-        return None
-    seen = fit[: len(held)]
+class _Validation:
+    """Scores a model on the held-out training cases and on as many cases it trains on (mean
+    DSC at 0.5); keeps the held-out cases' probabilities from its last call, which at the end
+    of training are the final model's (the calibration reads them instead of predicting the
+    cases again)."""
 
-    def validate(model: torch.nn.Module) -> tuple[float, float]:
-        return (mean_dsc(model, [images[i] for i in seen], [targets[i] for i in seen], settings, device),
-                mean_dsc(model, [images[i] for i in held], [targets[i] for i in held], settings, device))
+    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], fit: list[int], held: list[int],
+                 settings: TrainSettings, device: torch.device):
+        self.seen = [images[i] for i in fit[: len(held)]], [targets[i] for i in fit[: len(held)]]
+        self.held_images, self.held_targets = [images[i] for i in held], [targets[i] for i in held]
+        self.settings, self.device = settings, device
+        self.held_probabilities: list[np.ndarray] = []
 
-    return validate
+    def __call__(self, model: torch.nn.Module) -> tuple[float, float]:
+        self.held_probabilities = predict_cases(model, self.held_images, self.settings, self.device)
+        return mean_dsc(model, *self.seen, self.settings, self.device), _dsc_at_half(self.held_probabilities, self.held_targets)
 
 
-def _end_epoch(run: Run, settings: TrainSettings, progress: _Progress, validate: Callable | None,
+def _end_epoch(run: Run, settings: TrainSettings, progress: _Progress, validate: _Validation | None,
                loss_log_path: str | os.PathLike) -> None:
     """One row of the loss log, appended to it: epoch, step, mean loss, learning rate and, at
     validation steps (every ``validate_every``, and the last), the train and validation DSC."""

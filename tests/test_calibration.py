@@ -67,23 +67,35 @@ def test_the_setting_resolves_to_a_number_or_the_models_own():
         resolve_threshold(1.0, None)
 
 
-def test_a_model_trained_with_held_out_cases_records_its_threshold_and_inference_uses_it(tmp_path):
+def test_a_model_trained_with_held_out_cases_records_its_threshold_and_inference_uses_it(tmp_path, monkeypatch):
     """Training with ``validation_cases`` writes the calibration into the model file;
     ``threshold: calibrated`` cuts there, and a model without one is refused in one line."""
     from boxseg.geometry import to_original_grid
     from boxseg.io import CaseError, read_array, read_image
     from boxseg.network import model_calibration, save_model
     from boxseg.steps.infer import predict_case
-    from boxseg.training import TrainSettings, start_run, train
+    from boxseg.training import TrainSettings, predict_cases, start_run, train, validation_split
     from tests.conftest import preprocessed_phantom
     from tests.test_training import TINY, _data
 
     images, targets = _data(3)
     settings = TrainSettings(**{**TINY, "steps": 4, "validation_cases": 1})
-    train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv")
+    import boxseg.training
+
+    predicted = []  # the cases each prediction pass was given
+    monkeypatch.setattr(boxseg.training, "predict_cases", lambda model, cases, *rest: predicted.append(len(cases))
+                        or predict_cases(model, cases, *rest))
+    trained = train(images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv")
+    assert predicted == [1, 1]  # validated once, at the end: the held-out case and one training case, each once
     record = model_calibration(tmp_path / "m.pt")
     assert record["threshold"] in THRESHOLDS and record["cases"] == 1 and 0 <= record["dsc"] <= 1
     assert record["dsc"] >= record["dsc_at_half"]
+    # the record is the final model's on its held-out case, as the log's last validation row
+    held = validation_split(len(images), settings)[1]
+    assert record == calibrate(predict_cases(trained, [images[i] for i in held], settings, torch.device("cpu")),
+                               [targets[i] for i in held])
+    last_row = (tmp_path / "l.tsv").read_text().splitlines()[-1].split("\t")
+    assert float(last_row[-1]) == pytest.approx(record["dsc_at_half"], abs=1e-4)
 
     roi = preprocessed_phantom(tmp_path)
     model = start_run(TrainSettings(**TINY), torch.device("cpu")).model

@@ -140,6 +140,37 @@ def test_a_model_records_its_preprocessing_and_inference_checks_it(tmp_path):
             assert outputs[2].exists()
 
 
+def test_a_model_records_where_its_rois_were_placed_and_inference_warns_on_others(tmp_path, caplog):
+    """Training records the ROIs' placement and size from their geometry record; a case whose
+    ROI was placed or sized otherwise is still predicted, with a warning naming both."""
+    from boxseg.io import read_json
+    from boxseg.network import model_preprocessing, save_model
+    from boxseg.steps.infer import predict_case
+    from boxseg.steps.train import _preprocessing
+    from boxseg.training import start_run
+    from tests.conftest import preprocessed_phantom
+
+    roi = preprocessed_phantom(tmp_path)
+    geometry = read_json(roi / "geometry.json")
+    assert geometry["placement"] == "boxes" and geometry["roi_size_mm"] == [64.0, 64.0, 64.0]
+    recorded = _preprocessing(str(roi / "image.nii.gz"))
+    assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0], "placement": "boxes",
+                        "roi_size_mm": [64.0, 64.0, 64.0]}
+    settings = TrainSettings(**TINY)
+    model = start_run(settings, torch.device("cpu")).model
+    outputs = [tmp_path / f"{name}.nii.gz" for name in ("prob", "raw", "mask")]
+    for trained, warned in ((recorded, False), ({**recorded, "placement": "organ", "roi_size_mm": [96.0, 80.0, 80.0]}, True)):
+        save_model(model, settings, tmp_path / "m.pt", trained)
+        assert model_preprocessing(tmp_path / "m.pt") == trained
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="boxseg"):
+            predict_case("c1", roi / "image.nii.gz", tmp_path / "img.nii.gz", tmp_path / "m.pt", tmp_path / "boxes.json",
+                         *outputs, device="cpu")
+        assert outputs[2].exists()
+        message = "ROIs placed on the organ at training, on the boxes here; roi_size_mm [96.0, 80.0, 80.0] at training"
+        assert (message in caplog.text) == warned
+
+
 def test_box_losses_see_where_a_patch_holds_the_roi():
     """With a box map, every patch carries ``valid``: 1 on the ROI, 0 where it was padded or
     rotated in, so the box losses can tell a cut box from a whole one."""

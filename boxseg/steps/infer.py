@@ -124,10 +124,15 @@ def decision_threshold(case: str, model_path: str | os.PathLike, setting: float 
 
 def _check_preprocessing(case: str, model_path: str | os.PathLike, model: dict, geometry: dict) -> None:
     """A one-line error when the case was preprocessed otherwise than the model's training
-    images (another spacing or HU window: ``model=`` under another config)."""
-    from boxseg.network import model_preprocessing, preprocessing_mismatch
+    images (another spacing or HU window: ``model=`` under another config); a warning when
+    its ROI was placed or sized otherwise (the model still applies)."""
+    from boxseg.network import model_preprocessing, preprocessing_mismatch, roi_difference
 
-    mismatch = preprocessing_mismatch(model_preprocessing(model), geometry)
+    trained = model_preprocessing(model)
+    difference = roi_difference(trained, geometry)
+    if difference:
+        log.warning("case %s: %s: %s", case, model_path, difference)
+    mismatch = preprocessing_mismatch(trained, geometry)
     if mismatch:
         raise CaseError(case, model_path, f"the model was trained on other preprocessing ({mismatch}): set preprocess "
                         "as it was (spacing_mm, window_hu) to predict with it")

@@ -108,7 +108,8 @@ def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, where: str,
              organ_values: Sequence[int]) -> tuple[sitk.Image, sitk.Image, dict]:
     """The ROI image, its lesion label (empty without a label) and its geometry record: placed
     on the boxes (``where`` "boxes": the label is not read to place it) or on the label's
-    lesion-bearing organ ("organ"), holding every box."""
+    lesion-bearing organ ("organ"), holding every box. The record says which (``placement``)
+    and the ROI's size asked for (``roi_size_mm``), which a model trained on it records."""
     from boxseg.preprocess import crop_roi, lesion_on_grid
 
     roi_image, roi_label, geometry = crop_roi(case, image, label if where == "organ" else None, boxes,
@@ -118,6 +119,7 @@ def case_roi(case: str, image: sitk.Image, label: sitk.Image | None, where: str,
         roi_label = lesion_on_grid(label, roi_image, tumor_values)
     if roi_label is None:
         roi_label = array_like(np.zeros(roi_image.GetSize()[::-1], np.uint8), roi_image)
+    geometry = {**geometry, "placement": where, "roi_size_mm": [float(v) for v in roi_size_mm]}
     return roi_image, roi_label, geometry
 
 

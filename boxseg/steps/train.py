@@ -92,7 +92,9 @@ def train_model(training_set: str | os.PathLike, out_model: str | os.PathLike, o
 
 def _preprocessing(roi_image: str) -> dict | None:
     """The preprocessing of a training ROI (its geometry record beside it, ``layout``):
-    spacing and HU window, which the model records so inference can check cases against it."""
+    spacing and HU window, which the model records so inference can check cases against it,
+    and where the ROI was placed and its size (``placement``, ``roi_size_mm``) where the
+    record has them."""
 
     from boxseg import layout
 
@@ -100,4 +102,5 @@ def _preprocessing(roi_image: str) -> dict | None:
     if not geometry.exists():
         return None
     record = read_json(geometry)
-    return {"spacing_mm": [float(s) for s in record["roi"]["spacing"][::-1]], "window_hu": [float(v) for v in record["window_hu"]]}
+    return {"spacing_mm": [float(s) for s in record["roi"]["spacing"][::-1]], "window_hu": [float(v) for v in record["window_hu"]],
+            **{key: record[key] for key in ("placement", "roi_size_mm") if key in record}}
