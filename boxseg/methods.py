@@ -69,6 +69,21 @@ BOX_LOSS_SETTINGS = {"empty_weight": "box_losses.empty_weight", "tightness_weigh
                      "box_size_weight": "box_losses.size_weight",
                      "box_size_band": "box_losses.size_band"}
 
+# weak_box's terms, each as the setting that weighs it and the value that turns it off: the
+# ablation's methods weak_box_{term} keep one term (as configured) and turn the others off.
+BOX_TERMS = {"empty": ("empty_weight", 0.0), "tight": ("tightness_weight", 0.0), "size": ("box_size_weight", 0.0),
+             "disagree": ("disagreement_weight", 1.0)}
+_WEAK_BOX_INPUTS = {"target": "fusion_mask", "weight": "fusion_weight", "box_map": "box_map", "pseudo_mask": "pseudo_mask"}
+_WEAK_BOX_SETTINGS = {**BOX_LOSS_SETTINGS, "disagreement_weight": "box_losses.disagreement_weight"}
+
+
+def _box_term_alone(term: str) -> Method:
+    """weak_box with only ``term`` of ``BOX_TERMS`` on: the paper's method plus that one term."""
+    return Method(f"weak_box_{term}", f"weak_box's ablation: fusion masks and weight maps with only its {term} term",
+                  _WEAK_BOX_INPUTS, "box_vwce", needs_groups=True, from_boxes=True, settings_from=_WEAK_BOX_SETTINGS,
+                  fixed_settings={setting: off for other, (setting, off) in BOX_TERMS.items() if other != term})
+
+
 CATALOGUE: dict[str, Method] = {
     m.name: m
     for m in (
@@ -78,9 +93,8 @@ CATALOGUE: dict[str, Method] = {
                {"target": "fusion_mask", "weight": "fusion_weight"}, "vwce", needs_groups=True, from_boxes=True),
         Method("weak_box", "fusion masks, weight maps and the boxes' own constraints (emptiness, tightness, size), "
                "voxels where fusion mask and pseudo-mask disagree down-weighted",
-               {"target": "fusion_mask", "weight": "fusion_weight", "box_map": "box_map", "pseudo_mask": "pseudo_mask"},
-               "box_vwce", needs_groups=True, from_boxes=True,
-               settings_from={**BOX_LOSS_SETTINGS, "disagreement_weight": "box_losses.disagreement_weight"}),
+               _WEAK_BOX_INPUTS, "box_vwce", needs_groups=True, from_boxes=True, settings_from=_WEAK_BOX_SETTINGS),
+        *(_box_term_alone(term) for term in BOX_TERMS),
         Method("weak_pm_box", "pseudo-masks and the boxes' own constraints (K = 0)", {"target": "pseudo_mask", "box_map": "box_map"},
                "box_wce", from_boxes=True, settings_from=BOX_LOSS_SETTINGS),
         Method("full", "the true masks with WCE: the fully supervised reference", {"target": "label"}, "wce", needs_labels=True),

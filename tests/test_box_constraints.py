@@ -142,3 +142,36 @@ def test_the_box_loss_down_weights_disagreement_only_with_the_pseudo_mask():
     assert doubting.item() == pytest.approx((ce * (box_map == 0)).mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="disagreement_weight"):
         TrainSettings(disagreement_weight=1.5)
+
+
+def test_each_ablation_method_keeps_one_term_and_with_every_term_off_the_loss_is_vwce():
+    """``empty_weight`` 0 gives the outside the (V)WCE weights; with every term off, box_vwce
+    is the paper's VWCE on the same batch; each weak_box_{term} turns exactly the others off."""
+    import yaml
+
+    from boxseg.methods import BOX_TERMS, CATALOGUE, training_settings
+
+    torch.manual_seed(2)
+    box_map = _box_map(shape=(2, 12, 12, 12))
+    logits = torch.randn(2, 2, 12, 12, 12)
+    logits[:, 1] -= 3.0  # p(lesion) about 0.05: below the size band's 0.1 of each box
+    target = torch.zeros(box_map.shape, dtype=torch.long)
+    target[:, 4:7, 4:8, 4:6] = 1
+    v = torch.rand(box_map.shape) * 2 + 0.5
+    batch = {"target": target, "weight": v, "box_map": box_map, "pseudo_mask": torch.zeros(box_map.shape)}
+    w = emptiness_weight(v, box_map, target, (0.2, 1.0), 0.0)
+    assert torch.allclose(w, torch.where(target == 1, 1.0, 0.2) * v)  # outside as inside
+    off = {setting: value for setting, value in BOX_TERMS.values()}
+    settings = TrainSettings(class_weights=(0.2, 1.0), **off)
+    vwce = loss_function("vwce")(logits, batch, settings)
+    assert loss_function("box_vwce")(logits, batch, settings).item() == pytest.approx(vwce.item(), rel=1e-6)
+    config = yaml.safe_load(open("config.yaml"))
+    on = training_settings(CATALOGUE["weak_box"], {}, config)
+    assert all(on[setting] != value for setting, value in off.items())  # the configured weak_box has every term on
+    for term, (setting, value) in BOX_TERMS.items():
+        alone = training_settings(CATALOGUE[f"weak_box_{term}"], {}, config)
+        assert alone[setting] == on[setting]
+        assert {s: alone[s] for s in off if s != setting} == {s: v for s, v in off.items() if s != setting}
+        loss = loss_function(CATALOGUE[f"weak_box_{term}"].loss)(logits, batch, TrainSettings(class_weights=(0.2, 1.0), **{
+            s: alone[s] for s in off}))
+        assert loss.item() != pytest.approx(vwce.item(), rel=1e-4), term  # the one term it keeps changes the loss

@@ -122,11 +122,14 @@ def emptiness_weight(voxel_weight: torch.Tensor | None, box_map: torch.Tensor, t
     """Per-voxel cross-entropy weights that make outside-the-boxes background at full weight:
     inside the boxes the class weight times V (1 without V); outside, ``empty_weight`` times
     the largest weight any voxel inside may have (the lesion class weight times max V), so a
-    group model's false positive there (which lowers V) cannot lower it. Invalid voxels: 0."""
+    group model's false positive there (which lowers V) cannot lower it. ``empty_weight`` 0
+    turns the term off: outside as inside, the class weight times V ((V)WCE's weights, the
+    ablation without emptiness). Invalid voxels: 0."""
     w = torch.as_tensor(class_weights, dtype=torch.float32, device=target.device)[target.clamp(0, 1)]
-    inside_weight = w if voxel_weight is None else w * voxel_weight
-    full = class_weights[1] * (voxel_weight.max() if voxel_weight is not None else 1.0)
-    weights = torch.where(box_map > 0, inside_weight, torch.as_tensor(empty_weight * full, dtype=w.dtype, device=w.device))
+    weights = w if voxel_weight is None else w * voxel_weight
+    if empty_weight:
+        full = class_weights[1] * (voxel_weight.max() if voxel_weight is not None else 1.0)
+        weights = torch.where(box_map > 0, weights, torch.as_tensor(empty_weight * full, dtype=w.dtype, device=w.device))
     return weights if valid is None else weights * (valid > 0)
 
 
