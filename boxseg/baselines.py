@@ -118,12 +118,13 @@ def sdi_relabel(probability: np.ndarray, boxes: Sequence[Sequence[int]], initial
 
 def train_sdi(images: Sequence[np.ndarray], initial: Sequence[np.ndarray], boxes: Sequence[Sequence[tuple]],
               settings: TrainSettings, rounds: int, out_model: str | os.PathLike, out_loss: str | os.PathLike,
-              device: torch.device | str, checkpoint: str | os.PathLike | None) -> None:
+              device: torch.device | str, checkpoint: str | os.PathLike | None, preprocessing: dict | None = None) -> None:
     """Recursive SDI training: round r trains a fresh 2D UNet (steps / rounds steps) on the
     current labels, then relabels the training slices for round r + 1. Finished rounds are
     kept beside the checkpoint with a fingerprint of the job (settings, rounds, images, initial
     labels, boxes), so a restarted job resumes at the round it was in, and only when nothing
-    it trains on has changed; otherwise the kept rounds are dropped and it starts again."""
+    it trains on has changed; otherwise the kept rounds are dropped and it starts again.
+    ``preprocessing``: recorded in each round's model, so the last (the model) has it."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -153,7 +154,8 @@ def train_sdi(images: Sequence[np.ndarray], initial: Sequence[np.ndarray], boxes
         round_model, round_loss = base.with_name(f"{base.name}.round{r}.pt"), base.with_name(f"{base.name}.round{r}.tsv")
         if not round_model.exists():
             train(images, labels, replace(settings, steps=steps, decay_steps=max(1, settings.decay_steps // rounds), seed=settings.seed + r),
-                  round_model, round_loss, device=device, checkpoint_path=base.with_name(f"{base.name}.round{r}"))
+                  round_model, round_loss, device=device, checkpoint_path=base.with_name(f"{base.name}.round{r}"),
+                  preprocessing=preprocessing)
         log_r = pd.read_csv(round_loss, sep="\t")
         logs.append(log_r.assign(step=log_r["step"] + r * steps, epoch=log_r["epoch"] + sum(len(x) for x in logs), round=r))
         if r + 1 < rounds:

@@ -79,7 +79,7 @@ def build_network(name: str, features: Sequence[int], spatial_dims: int = 3) -> 
 def save_model(model: torch.nn.Module, settings: TrainSettings, path: str | os.PathLike, preprocessing: dict | None = None,
                calibration: dict | None = None) -> None:
     """The weights (on CPU), what rebuilds the network, the preprocessing its training
-    images had (``preprocessing``: ``spacing_mm``, ``window_hu``) and its decision threshold
+    images had (``preprocessing``: ``spacing_mm``, ``window_hu``, ``placement``, ``roi_size_mm``) and its decision threshold
     chosen on held-out training cases (``calibration``, ``calibration.calibrate``), written
     atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -148,12 +148,15 @@ def preprocessing_mismatch(trained: dict, geometry: dict) -> str:
 
 def roi_difference(trained: dict, geometry: dict) -> str:
     """How a case's ROI was placed or sized otherwise than the model's training ROIs
-    (``placement``, ``roi_size_mm``), in words; '' when it was not (or is not recorded).
+    (``placement``: one, or the list of those its training cases had; ``roi_size_mm``), in
+    words; '' when it was not (or is not recorded).
     The network slides over any ROI, so this is worth a warning, not a refusal: a model
     trained on the paper's organ ROIs predicts on a user's box-placed ones."""
     problems = []
-    if "placement" in trained and "placement" in geometry and trained["placement"] != geometry["placement"]:
-        problems.append(f"ROIs placed on the {trained['placement']} at training, on the {geometry['placement']} here")
+    placed = trained.get("placement")
+    placed = [placed] if isinstance(placed, str) else placed  # one placement, or every one the training cases had
+    if placed and "placement" in geometry and geometry["placement"] not in placed:
+        problems.append(f"ROIs placed on the {' and '.join(placed)} at training, on the {geometry['placement']} here")
     if "roi_size_mm" in trained and "roi_size_mm" in geometry and not np.allclose(trained["roi_size_mm"], geometry["roi_size_mm"]):
         problems.append(f"roi_size_mm {trained['roi_size_mm']} at training, {geometry['roi_size_mm']} here")
     return "; ".join(problems)

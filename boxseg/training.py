@@ -229,8 +229,9 @@ def train(
             settings and this training data, else ignored (and replaced at the next checkpoint).
         stop_after: stop (without writing the model) after this many steps in total;
             used to test resumption.
-        preprocessing: what the images' preprocessing was (``spacing_mm``, ``window_hu``),
-            saved with the model so that inference can check a case against it.
+        preprocessing: what the images' preprocessing was (``spacing_mm``, ``window_hu``, and
+            where their ROIs were placed and their size, ``placement``, ``roi_size_mm``), saved
+            with the model so that inference can check a case against it.
 
     Returns:
         The trained model (on ``device``; the weight average with ``ema_decay``).
@@ -260,7 +261,10 @@ def train(
         if checkpoint_path and settings.checkpoint_every and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
             save_checkpoint(run, checkpoint_path, job)
     if run.step == settings.steps:  # stopped early (stop_after): no model, the checkpoint stays
-        # the last epoch's validation predicted the held-out cases with this very model
+        # the last epoch's validation predicted the held-out cases with this very model (a job always runs the last
+        # step itself: no checkpoint is written there); should it not have, predict them now
+        if validate is not None and len(validate.held_probabilities) != len(validate.held_targets):
+            validate(run.final)
         calibration = held_out_calibration(validate.held_probabilities, validate.held_targets) if validate else None
         _finish(run, settings, model_path, loss_log_path, bool(held), checkpoint_path, preprocessing, calibration)
     return run.final

@@ -128,9 +128,12 @@ class TestSDI:
         killed_initial = np.where(lesion & (initial == IGNORE), 1, initial) if change == "data" else initial
         assert change != "data" or not np.array_equal(killed_initial, initial)
 
+        preprocessing = {"spacing_mm": [2.0, 1.0, 1.0], "window_hu": [-200.0, 500.0], "placement": ["boxes"]}
+
         def run(directory, settings, initial):
             directory.mkdir(exist_ok=True)
-            baselines.train_sdi([image], [initial], [boxes], settings, 2, directory / "m.pt", directory / "l.tsv", "cpu", directory / "ckpt.pt")
+            baselines.train_sdi([image], [initial], [boxes], settings, 2, directory / "m.pt", directory / "l.tsv", "cpu", directory / "ckpt.pt",
+                                preprocessing=preprocessing)
             return network.load_model(directory / "m.pt")[0].state_dict()
 
         class Killed(Exception):
@@ -152,4 +155,5 @@ class TestSDI:
         monkeypatch.setattr(training, "train", real_train)
         fresh = run(tmp_path / "fresh", settings, initial)
         assert rerun.keys() == fresh.keys() and all(torch.equal(rerun[k], fresh[k]) for k in fresh)
+        assert network.model_preprocessing(tmp_path / "fresh" / "m.pt") == preprocessing  # the last round's model keeps it
         assert sorted(p.name for p in (tmp_path / "rerun").iterdir()) == ["l.tsv", "m.pt"]

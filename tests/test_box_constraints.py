@@ -1,5 +1,7 @@
 """The box's own constraints (#49): emptiness, tightness and size, as penalties on a prediction."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -165,7 +167,7 @@ def test_each_ablation_method_keeps_one_term_and_with_every_term_off_the_loss_is
     settings = TrainSettings(class_weights=(0.2, 1.0), **off)
     vwce = loss_function("vwce")(logits, batch, settings)
     assert loss_function("box_vwce")(logits, batch, settings).item() == pytest.approx(vwce.item(), rel=1e-6)
-    config = yaml.safe_load(open("config.yaml"))
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     on = training_settings(CATALOGUE["weak_box"], {}, config)
     assert all(on[setting] != value for setting, value in off.items())  # the configured weak_box has every term on
     for term, (setting, value) in BOX_TERMS.items():

@@ -133,3 +133,22 @@ def test_a_threshold_every_case_agrees_on_is_confirmed():
     assert record["confirmed"] is True and record["threshold"] == record["best"] == 0.25
     assert record["loo_dsc"] == 1.0 and record["dsc_at_half"] == 0.0
     assert calibrate(shy[:1], [target])["confirmed"] is None  # one case: nothing to leave out
+
+
+def test_a_resumed_run_calibrates_on_its_final_model(tmp_path):
+    """Validated every 2 steps, stopped after 3 and resumed from the checkpoint: the record is
+    the final model's on the held-out case, not an earlier validation's."""
+    from boxseg.network import model_calibration
+    from boxseg.training import TrainSettings, predict_cases, train, validation_split
+    from tests.test_training import TINY, _data
+
+    images, targets = _data(3)
+    settings = TrainSettings(**{**TINY, "steps": 6, "validation_cases": 1, "validate_every": 2})
+    args = (images, targets, settings, tmp_path / "m.pt", tmp_path / "l.tsv")
+    train(*args, checkpoint_path=tmp_path / "c.pt", stop_after=3)
+    assert not (tmp_path / "m.pt").exists() and (tmp_path / "c.pt").exists()
+    trained = train(*args, checkpoint_path=tmp_path / "c.pt")
+    held = validation_split(len(images), settings)[1]
+    record = model_calibration(tmp_path / "m.pt")
+    assert record == calibrate(predict_cases(trained, [images[i] for i in held], settings, torch.device("cpu")),
+                               [targets[i] for i in held])

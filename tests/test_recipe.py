@@ -1,6 +1,8 @@
 """The training recipe's parts (#48): the network choice, schedules, the weight average, MONAI
 augmentation, mixed precision and the validation split."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -153,13 +155,18 @@ def test_a_model_records_where_its_rois_were_placed_and_inference_warns_on_other
     roi = preprocessed_phantom(tmp_path)
     geometry = read_json(roi / "geometry.json")
     assert geometry["placement"] == "boxes" and geometry["roi_size_mm"] == [64.0, 64.0, 64.0]
-    recorded = _preprocessing(str(roi / "image.nii.gz"))
-    assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0], "placement": "boxes",
+    recorded = _preprocessing([str(roi / "image.nii.gz")])
+    assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0], "placement": ["boxes"],
                         "roi_size_mm": [64.0, 64.0, 64.0]}
+    organ = tmp_path / "organ"  # a second training case whose ROI the organ placed: both placements recorded
+    organ.mkdir()
+    (organ / "geometry.json").write_text(json.dumps({**geometry, "placement": "organ"}))
+    assert _preprocessing([str(roi / "image.nii.gz"), str(organ / "image.nii.gz")])["placement"] == ["boxes", "organ"]
     settings = TrainSettings(**TINY)
     model = start_run(settings, torch.device("cpu")).model
     outputs = [tmp_path / f"{name}.nii.gz" for name in ("prob", "raw", "mask")]
-    for trained, warned in ((recorded, False), ({**recorded, "placement": "organ", "roi_size_mm": [96.0, 80.0, 80.0]}, True)):
+    for trained, warned in ((recorded, False), ({**recorded, "placement": ["boxes", "organ"]}, False),
+                            ({**recorded, "placement": ["organ"], "roi_size_mm": [96.0, 80.0, 80.0]}, True)):
         save_model(model, settings, tmp_path / "m.pt", trained)
         assert model_preprocessing(tmp_path / "m.pt") == trained
         caplog.clear()
@@ -169,6 +176,7 @@ def test_a_model_records_where_its_rois_were_placed_and_inference_warns_on_other
         assert outputs[2].exists()
         message = "ROIs placed on the organ at training, on the boxes here; roi_size_mm [96.0, 80.0, 80.0] at training"
         assert (message in caplog.text) == warned
+        assert any(r.levelname == "WARNING" for r in caplog.records) == warned
 
 
 def test_box_losses_see_where_a_patch_holds_the_roi():

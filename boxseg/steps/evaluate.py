@@ -62,7 +62,7 @@ def evaluate_other_roi(case: str, image_path: str | os.PathLike, label_path: str
                                 tumor_values=tumor_values, organ_values=organ_values)
     model = read_case_model(case, model_path)
     probability = roi_probability(case, model_path, sitk.GetArrayFromImage(roi), roi, geometry, model=model, flip_tta=flip_tta,
-                                  threads=threads, device=device, claim=claim)
+                                  threads=threads, device=device, claim=claim, roi_as_trained=False)
     raw = to_original_grid(probability, image) > decision_threshold(case, model_path, threshold, model)
     _write_scores(case, raw, image, label_path, boxes, out_tsv, tumor_values=tumor_values, method=method, where=where)
 

@@ -86,11 +86,13 @@ def read_case_model(case: str, model_path: str | os.PathLike) -> dict:
 
 def roi_probability(case: str, model_path: str | os.PathLike, image: np.ndarray, roi: sitk.Image, geometry: dict | None, *,
                     model: dict | None = None, flip_tta: bool = False, threads: int = 1, device: str = "auto",
-                    claim: bool = True) -> sitk.Image:
+                    claim: bool = True, roi_as_trained: bool = True) -> sitk.Image:
     """A final model's lesion probability on a case's ROI grid (``image`` on ``roi``): the model
     (its record ``model``, or read from ``model_path``; ``read_case_model``) checked against
     the case's preprocessing (``geometry``, the ROI's record; None: not recorded, not checked),
-    then sliding-window inference. ``claim``: claim a GPU (the rule declares one)."""
+    then sliding-window inference. ``claim``: claim a GPU (the rule declares one).
+    ``roi_as_trained``: warn when the ROI was placed or sized otherwise than the training
+    ROIs (False where that is the point: evaluation's other placement)."""
     from boxseg.device import configure_torch, select_device
     from boxseg.network import load_model, predict_probability
 
@@ -102,7 +104,7 @@ def roi_probability(case: str, model_path: str | os.PathLike, image: np.ndarray,
     except ValueError as err:
         raise CaseError(case, model_path, str(err).removeprefix("model record: ")) from None
     if geometry is not None:
-        _check_preprocessing(case, model_path, model, geometry)
+        _check_preprocessing(case, model_path, model, geometry, roi_as_trained)
     return array_like(predict_probability(network, image, patch, dev, flip_tta=flip_tta), roi)
 
 
@@ -122,14 +124,14 @@ def decision_threshold(case: str, model_path: str | os.PathLike, setting: float 
         raise CaseError(case, model_path, str(err)) from None
 
 
-def _check_preprocessing(case: str, model_path: str | os.PathLike, model: dict, geometry: dict) -> None:
+def _check_preprocessing(case: str, model_path: str | os.PathLike, model: dict, geometry: dict, roi_as_trained: bool = True) -> None:
     """A one-line error when the case was preprocessed otherwise than the model's training
     images (another spacing or HU window: ``model=`` under another config); a warning when
     its ROI was placed or sized otherwise (the model still applies)."""
     from boxseg.network import model_preprocessing, preprocessing_mismatch, roi_difference
 
     trained = model_preprocessing(model)
-    difference = roi_difference(trained, geometry)
+    difference = roi_difference(trained, geometry) if roi_as_trained else ""
     if difference:
         log.warning("case %s: %s: %s", case, model_path, difference)
     mismatch = preprocessing_mismatch(trained, geometry)

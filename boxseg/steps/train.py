@@ -82,25 +82,30 @@ def train_model(training_set: str | os.PathLike, out_model: str | os.PathLike, o
 
         boxes = [[tuple(b) for b in read_json(p)["boxes"]] for p in table["box"]]
         log.info("%s: %d case(s), %d round(s), 2D, device %s, %d thread(s)", method, len(images), rounds, dev, threads)
-        return train_sdi(images, targets, boxes, settings, rounds, out_model, out_loss, dev, checkpoint)
+        return train_sdi(images, targets, boxes, settings, rounds, out_model, out_loss, dev, checkpoint,
+                         preprocessing=_preprocessing(table["image"]))
     extras = {name: [_READERS[name](p) for p in table[name]] for name in recipe.inputs if name not in ("target", "box")}
     log.info("%s: training on %d case(s), loss %s, device %s, %d thread(s)", method, len(images), recipe.loss, dev, threads)
     train(images, targets, settings, out_model, out_loss, loss=recipe.loss, extras=extras, device=dev, checkpoint_path=checkpoint,
-          preprocessing=_preprocessing(table["image"].iloc[0]))
+          preprocessing=_preprocessing(table["image"]))
     return None
 
 
-def _preprocessing(roi_image: str) -> dict | None:
-    """The preprocessing of a training ROI (its geometry record beside it, ``layout``):
-    spacing and HU window, which the model records so inference can check cases against it,
-    and where the ROI was placed and its size (``placement``, ``roi_size_mm``) where the
-    record has them."""
-
+def _preprocessing(roi_images: Sequence[str]) -> dict | None:
+    """The preprocessing of the training ROIs (the geometry record beside each, ``layout``):
+    spacing and HU window (the first case's: one run's cases share them), which the model
+    records so inference can check cases against it, the ROI size asked for, and every
+    placement its cases' ROIs had (``placement``: a list; with ``roi_from: organ`` user
+    boxes still place theirs), where the records have them."""
     from boxseg import layout
 
-    geometry = layout.roi_geometry_of(roi_image)
-    if not geometry.exists():
+    records = [read_json(g) for g in map(layout.roi_geometry_of, roi_images) if g.exists()]
+    if not records:
         return None
-    record = read_json(geometry)
-    return {"spacing_mm": [float(s) for s in record["roi"]["spacing"][::-1]], "window_hu": [float(v) for v in record["window_hu"]],
-            **{key: record[key] for key in ("placement", "roi_size_mm") if key in record}}
+    first = records[0]
+    out = {"spacing_mm": [float(s) for s in first["roi"]["spacing"][::-1]], "window_hu": [float(v) for v in first["window_hu"]]}
+    if "roi_size_mm" in first:
+        out["roi_size_mm"] = first["roi_size_mm"]
+    if all("placement" in r for r in records):
+        out["placement"] = sorted({r["placement"] for r in records})
+    return out
