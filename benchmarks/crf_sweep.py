@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from boxseg.bench import find_cases, load_rois, parse_grid, prepared_rois, report, stage1_settings
 from boxseg.convcrf import CRFParams
-from boxseg.dataset import test_split
+from boxseg.dataset import split_settings, test_split
 from boxseg.metrics import dice
 from boxseg.stage1 import pseudo_mask_from_boxes
 
@@ -50,7 +50,7 @@ def dev_cases(names: dict, n: int) -> dict:
     out = {}
     for dataset, cases in names.items():
         split = yaml.safe_load(DOCUMENTED_CONFIGS[dataset].read_text())["dataset"]
-        test = test_split(sorted(cases), split.get("test_cases") or (), split.get("test_fraction", 0.25), split.get("split_seed", 0))
+        test = test_split(sorted(cases), **split_settings(split))
         out[dataset] = set([c for c in sorted(cases) if c not in test][:n])
     return out
 

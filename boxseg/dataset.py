@@ -43,12 +43,26 @@ def synthetic_sheet(n_train: int, n_test: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
+SPLIT_KEYS = ("test_cases", "test_fraction", "split_seed", "test_every")  # the dataset section's keys for the split
+
+
+def split_settings(dataset: dict) -> dict:
+    """The split's settings from a config's ``dataset`` section (``test_split``'s keywords)."""
+    return {key: dataset[key] for key in SPLIT_KEYS if dataset.get(key) is not None}
+
+
 def test_split(cases: Collection[str], test_cases: Collection[str] = (), test_fraction: float = 0.25,
-               split_seed: int = 0) -> set[str]:
-    """The test cases among ``cases`` (sorted names of a dataset directory): ``test_cases`` when
-    given, else a seeded random ``test_fraction`` of them."""
+               split_seed: int = 0, test_every: int = 0) -> set[str]:
+    """The test cases among ``cases`` (names of a dataset directory's cases): ``test_cases`` when
+    given; else with ``test_every`` N every N-th case in sorted order (the N-th, 2N-th, ...:
+    the same cases on any copy of the dataset, and a split on any other); else a seeded
+    random ``test_fraction`` of them."""
     if test_cases:
         return set(test_cases) & set(cases)
+    if test_every:
+        if test_every < 2:
+            raise ValueError(f"test_every must be 0 (off) or at least 2, got {test_every}: every case a test case leaves none to train on")
+        return set(sorted(cases)[test_every - 1 :: test_every])
     rng = np.random.default_rng(split_seed)
     n_test = max(1, round(test_fraction * len(cases)))
     return set(rng.choice(sorted(cases), size=n_test, replace=False).tolist())
@@ -56,12 +70,13 @@ def test_split(cases: Collection[str], test_cases: Collection[str] = (), test_fr
 
 def kits_sheet(dataset_dir: str | os.PathLike, test_cases: Collection[str] = (), test_fraction: float = 0.25,
                split_seed: int = 0, image_name: str = "imaging.nii.gz",
-               label_name: str = "segmentation.nii.gz") -> pd.DataFrame:
+               label_name: str = "segmentation.nii.gz", test_every: int = 0) -> pd.DataFrame:
     """Sheet of a directory with one folder per case, e.g. KiTS19/21/23 layout
     ``case_*/imaging.nii.gz`` and ``segmentation.nii.gz`` (or IBSI ``STS_*/CT_image.nii.gz``
     and ``CT_mask.nii.gz`` with other file names).
 
-    Test cases are ``test_cases`` when given, else a seeded random ``test_fraction`` of the cases.
+    Test cases: ``test_split`` (``test_cases``, else every ``test_every``-th, else a seeded
+    random ``test_fraction``).
     """
     root = Path(dataset_dir)
     if not root.is_dir():
@@ -72,7 +87,7 @@ def kits_sheet(dataset_dir: str | os.PathLike, test_cases: Collection[str] = (),
     unknown = sorted(set(test_cases) - set(cases))
     if unknown:
         raise ValueError(f"test_cases not found under {root}: {unknown}")
-    test = test_split(cases, test_cases, test_fraction, split_seed)
+    test = test_split(cases, test_cases, test_fraction, split_seed, test_every)
     rows = [
         {"case": c, "image": str(root / c / image_name), "label": str(root / c / label_name), "boxes": "",
          "split": "test" if c in test else "train"}

@@ -8,6 +8,7 @@ from boxseg.dataset import (
     check_sheet,
     kits_sheet,
     read_sheet,
+    split_settings,
     synthetic_sheet,
 )
 from boxseg import layout as L
@@ -57,11 +58,9 @@ def build_sheet():
         )
     return kits_sheet(
         DATASET["dir"],
-        DATASET.get("test_cases", []),
-        DATASET.get("test_fraction", 0.25),
-        DATASET.get("split_seed", 0),
-        DATASET.get("image_name", "imaging.nii.gz"),
-        DATASET.get("label_name", "segmentation.nii.gz"),
+        image_name=DATASET.get("image_name", "imaging.nii.gz"),
+        label_name=DATASET.get("label_name", "segmentation.nii.gz"),
+        **split_settings(DATASET),
     )
 
 

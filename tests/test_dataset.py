@@ -35,6 +35,28 @@ class TestSheets:
         assert sheet.set_index("case").loc["case_00003", "split"] == "test"
         assert (sheet["split"] == "train").sum() == 3
 
+    def test_the_ibsi_configs_split_is_a_rule_that_holds_on_any_cases(self, tmp_path):
+        """configs/ibsi.yaml's split (every third case in sorted order) gives its documented six
+        test cases on the 18 IBSI cases, and a split on a reviewer's other cases instead of an
+        error about test cases not found."""
+        from pathlib import Path
+
+        import yaml
+
+        from boxseg.dataset import split_settings, test_split
+
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "ibsi.yaml").read_text())
+        split = split_settings(config["dataset"])
+        ours = [f"STS_{i:03d}" for i in (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 15, 18, 19, 22, 23, 24, 25, 26)]
+        assert test_split(ours[::-1], **split) == {"STS_003", "STS_006", "STS_012", "STS_018", "STS_023", "STS_026"}
+        for i in range(30, 40):
+            (tmp_path / f"STS_{i:03d}").mkdir()
+            (tmp_path / f"STS_{i:03d}" / "CT_image.nii.gz").write_bytes(b"")
+        sheet = kits_sheet(tmp_path, image_name="CT_image.nii.gz", **split)
+        assert sheet.loc[sheet["split"] == "test", "case"].tolist() == ["STS_032", "STS_035", "STS_038"]
+        with pytest.raises(ValueError, match="test_every must be 0"):
+            test_split(ours, test_every=1)
+
     def test_groups_disjoint_and_balanced(self):
         cases = [f"c{i}" for i in range(10)]
         groups = assign_groups(cases, 3, seed=0)
