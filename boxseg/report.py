@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from boxseg import layout as L
 from boxseg.io import read_image, read_json, read_label, read_lesion, write_text
-from boxseg.metrics import NEAR_FULL, beyond_noise, ratio_of_means
+from boxseg.metrics import NEAR_FULL, beyond_noise, paired_se, ratio_of_means
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -86,26 +86,39 @@ def _with_roi(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-COMPARISON_COLUMNS = ["method", "roi", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise"]
+COMPARISON_COLUMNS = ["method", "roi", "postprocess", "n", "dsc", "dsc_full", "ratio", "ratio_se", "within_4pct", "beyond_noise",
+                      "minus_weak", "minus_weak_se"]
 
 
 def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     """Each method's mean test DSC as a fraction of the fully supervised model's (``full``) on
     the same cases, ROI placement and post-processing, with the ratio's standard error over
     the cases; ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at
-    least two standard errors from it. No rows without a ``full`` method."""
+    least two standard errors from it. ``minus_weak``: the mean paired DSC difference from the
+    paper's method (``weak``) on the cases both have, with its standard error (an ablation's
+    rows against their common base); empty for ``weak`` itself or without it. No rows without
+    a ``full`` method."""
     table = _with_roi(table.copy())
     rows = []
+
+    def dsc_of(method: str, roi: str, post: str) -> pd.Series:
+        part = table[(table["method"] == method) & (table["roi"] == roi) & (table["postprocess"] == post)]
+        return part.set_index("case")["dsc"].astype(float)
+
     for (method, roi, post), part in table.groupby(["method", "roi", "postprocess"], sort=False):
-        full = table[(table["method"] == "full") & (table["roi"] == roi) & (table["postprocess"] == post)]
-        if method == "full" or full.empty:
+        reference = dsc_of("full", roi, post)
+        if method == "full" or reference.empty:
             continue
-        mine, reference = (t.set_index("case")["dsc"].astype(float) for t in (part, full))
+        mine = part.set_index("case")["dsc"].astype(float)
         ratio, se, n = ratio_of_means(mine, reference)
         if not n:
             continue
         within = "" if not np.isfinite(ratio) else "yes" if ratio >= NEAR_FULL else "no"
-        rows.append([method, roi, post, n, mine.mean(), reference.mean(), ratio, se, within, beyond_noise(ratio - NEAR_FULL, se)])
+        weak = dsc_of("weak", roi, post) if method != "weak" else pd.Series(dtype=float)
+        difference = (mine - weak).dropna()
+        minus_weak = (float(difference.mean()), paired_se(mine, weak)) if len(difference) else (np.nan, np.nan)
+        rows.append([method, roi, post, n, mine.mean(), reference.mean(), ratio, se, within, beyond_noise(ratio - NEAR_FULL, se),
+                     *minus_weak])
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 

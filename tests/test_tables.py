@@ -114,6 +114,21 @@ def test_each_method_is_compared_with_the_fully_supervised_one_on_the_same_cases
     assert compare_to_full(pd.DataFrame([r for r in rows if r["method"] != "full"])).empty  # nothing to compare with
     zero = compare_to_full(pd.DataFrame([{**r, "dsc": 0.0} if r["method"] == "full" else r for r in rows]))
     assert zero["ratio"].isna().all() and (zero["within_4pct"].fillna("") == "").all()  # no ratio to a DSC of 0
+    assert table["minus_weak"].isna().all()  # weak against itself: nothing
+
+
+def test_an_ablation_row_carries_its_paired_difference_from_the_papers_method():
+    """With ``weak`` in the run, every other method's row gives its mean paired DSC difference
+    from it on the cases both have, and that difference's standard error."""
+    values = {"full": [0.8, 0.7, 0.6, 0.5], "weak": [0.5, 0.4, 0.3, 0.2], "weak_box_tight": [0.6, 0.4, 0.5, 0.2]}
+    rows = [{"method": m, "postprocess": "none", "case": f"c{i}", "dsc": v} for m, vs in values.items() for i, v in enumerate(vs)]
+    rows = [r for r in rows if not (r["method"] == "weak" and r["case"] == "c3")]  # weak lacks a case: 3 pairs
+    table = compare_to_full(pd.DataFrame(rows)).set_index("method")
+    tight = table.loc["weak_box_tight"]
+    differences = np.array([0.1, 0.0, 0.2])
+    assert tight["minus_weak"] == pytest.approx(differences.mean())
+    assert tight["minus_weak_se"] == pytest.approx(differences.std(ddof=1) / np.sqrt(3))
+    assert np.isnan(table.loc["weak", "minus_weak"]) and tight["n"] == 4
 
 
 def test_the_overviews_score_table_has_one_row_per_method_and_post_processing():
