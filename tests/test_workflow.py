@@ -58,7 +58,8 @@ class TestTinyWorkflow:
             scored = log.dropna(subset=["val_dsc"])
             assert list(scored["step"]) == [8, 12] and scored["val_dsc"].between(0, 1).all()
             recorded = model_preprocessing(tiny_run / f"results/models/{method}/model.pt")
-            assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0]}  # tiny_config.yaml's
+            assert recorded == {"spacing_mm": [4.0, 4.0, 4.0], "window_hu": [-200.0, 500.0],  # tiny_config.yaml's
+                                "roi_size_mm": [64.0, 64.0, 64.0], "placement": ["boxes"]}
 
     def test_outputs_for_a_users_tools_on_the_original_grid(self, tiny_run):
         """Beside the mask: the lesion probability and the labelled lesions on the CT's grid, a
