@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from boxseg import layout as L
 from boxseg.bench import merged, report
+from boxseg.calibration import describe
 from boxseg.geometry import to_original_grid
 from boxseg.io import read_image, read_json, read_lesion
 from boxseg.metrics import dice
@@ -147,8 +148,6 @@ def main(argv=None):
     calibrated = None
     if args.calibrated:
         calibrated = {m: calibration_of(args.run_dir, m, config) for m in args.methods}
-        from boxseg.calibration import describe
-
         for m, record in calibrated.items():
             print(f"{m}: {describe(record)}")
     scores = case_scores(args.run_dir, args.methods, args.thresholds, config["dataset"]["tumor_values"], calibrated)
