@@ -113,20 +113,25 @@ CATALOGUE: dict[str, Method] = {
 # Group models of stage 2: one per disjoint subset, on its pseudo-masks, with WCE.
 GROUP = Method("group", "a stage-2 group model: pseudo-masks with WCE", {"target": "pseudo_mask"}, "wce", from_boxes=True)
 WEAK = "weak"  # the box-supervised method as configured (``resolve``)
+# final.loss -> what ``weak`` stands for with groups (K > 0) and without (K = 0).
+WEAK_RECIPES = {"vwce": ("weak_fm_vwce", "weak_pm_wce"), "wce": ("weak_fm_wce", "weak_pm_wce"),
+                "box_vwce": ("weak_box", "weak_pm_box")}
 METHOD_NAMES = (WEAK, *CATALOGUE)
 
 
 def resolve(name: str, k: int, final_loss: str, full_loss: str = "wce") -> Method:
     """The recipe a configured method name stands for.
 
-    ``weak`` is the paper's method as the config sets it: with groups (``groups.k`` > 0)
-    the fusion masks with VWCE or WCE (``final.loss``); without (K = 0) there are no fusion
-    masks, so it trains on the pseudo-masks with WCE, as the paper's K = 0 row. ``full``
+    ``weak`` is the box-supervised method as the config sets it: with groups (``groups.k`` > 0)
+    the fusion masks with VWCE or WCE (``final.loss``), the paper's method, or with VWCE and
+    the boxes' own constraints (``box_vwce``: ``weak_box``); without (K = 0) there are no
+    fusion masks, so it trains on the pseudo-masks with WCE, as the paper's K = 0 row (with
+    ``box_vwce``: WCE and the constraints, ``weak_pm_box``). ``full``
     is the fully supervised reference with ``final.full_loss``: WCE (``full``) or Dice + CE
     (``full_dice_ce``); its results stay under ``full``, the name the comparison reads.
     """
     if name == WEAK:
-        name = "weak_pm_wce" if k == 0 else {"vwce": "weak_fm_vwce", "wce": "weak_fm_wce"}[final_loss]
+        name = WEAK_RECIPES[final_loss][k == 0]
     elif name == "full":
         name = {"wce": "full", "dice_ce": "full_dice_ce"}[full_loss]
     if name not in CATALOGUE:

@@ -7,7 +7,7 @@ import yaml
 
 from boxseg import layout
 from boxseg.losses import LOSS_INPUTS, LOSSES
-from boxseg.methods import CATALOGUE, GROUP, METHOD_NAMES, Method, resolve, rounds, training_settings
+from boxseg.methods import CATALOGUE, GROUP, METHOD_NAMES, WEAK_RECIPES, Method, resolve, rounds, training_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,10 +18,22 @@ def test_the_schema_offers_exactly_the_catalogue():
 
 
 @pytest.mark.parametrize("k, loss, expected", [(0, "vwce", "weak_pm_wce"), (0, "wce", "weak_pm_wce"),
-                                               (3, "vwce", "weak_fm_vwce"), (3, "wce", "weak_fm_wce")])
-def test_weak_is_the_paper_method_as_configured(k, loss, expected):
+                                               (3, "vwce", "weak_fm_vwce"), (3, "wce", "weak_fm_wce"),
+                                               (3, "box_vwce", "weak_box"), (0, "box_vwce", "weak_pm_box")])
+def test_weak_is_the_method_as_configured(k, loss, expected):
     assert resolve("weak", k, loss).name == expected
     assert resolve(expected, k, loss) is CATALOGUE[expected]
+
+
+def test_the_schema_offers_exactly_the_weak_recipes():
+    schema = yaml.safe_load((ROOT / "schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["final"]["properties"]["loss"]["enum"] == list(WEAK_RECIPES)
+
+
+def test_the_documented_configs_weak_is_weak_box():
+    for name in ("kits19.yaml", "ibsi.yaml"):
+        config = yaml.safe_load((ROOT / "configs" / name).read_text())
+        assert resolve("weak", config["groups"]["k"], config["final"]["loss"]).name == "weak_box", name
 
 
 def test_an_unknown_method_is_named():

@@ -336,6 +336,7 @@ def test_documented_configs_plan_weak_and_full(tmp_path, config_name, folders, i
     n_train = len(folders) - n_test
     assert counts["preprocess"] == len(folders) and counts["pseudo_mask"] == counts["fuse"] == n_train
     assert counts["train_group"] == 3 and counts["train_final"] == 2  # weak and full
+    assert counts["box_map"] == n_train  # weak is weak_box there: it trains on the boxes' maps
     assert counts["infer"] == counts["evaluate"] == 2 * n_test
 
 
