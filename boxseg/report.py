@@ -94,8 +94,9 @@ def compare_to_full(table: pd.DataFrame) -> pd.DataFrame:
     """Each method's mean test DSC as a fraction of the fully supervised model's (``full``) on
     the same cases, ROI placement and post-processing, with the ratio's standard error over
     the cases; ``within_4pct``: ratio >= ``NEAR_FULL`` (0.96); ``beyond_noise``: the ratio is at
-    least two standard errors from it. ``minus_weak``: the mean paired DSC difference from the
-    paper's method (``weak``) on the cases both have, with its standard error (an ablation's
+    least two standard errors from it. ``minus_weak``: the mean paired DSC difference from
+    ``weak`` (the configured box-supervised method: the paper's, or ``weak_box`` with
+    ``final.loss: box_vwce``) on the cases both have, with its standard error (an ablation's
     rows against their common base); empty for ``weak`` itself or without it. No rows without
     a ``full`` method."""
     table = _with_roi(table.copy())
